@@ -1,0 +1,78 @@
+"""The one exception tree of crdtsync.
+
+Every error the library raises on purpose derives from :class:`CrdtsyncError`::
+
+    CrdtsyncError
+    ├── StoreError                 the local store failed or cannot be trusted
+    │   ├── StoreCorruptError      not a crdtsync store, truncated, or a checksum mismatch
+    │   ├── StoreVersionError      written with a schema version this code does not know
+    │   ├── StoreLockedError       another process (or Replica) has the store open
+    │   └── StoreWriteError        a write failed (disk full, I/O error); nothing was lost
+    ├── ReplicaClosedError         the replica was used after close()
+    └── InvalidUpdateError         an update could not be decoded or applied (also ValueError)
+
+Argument mistakes (an empty document id, acknowledging a sequence number that was
+never issued) raise the built-in :class:`ValueError`, as Python itself does.
+
+Note on pycrdt: changes to a document are persisted from a ``Doc.observe``
+callback, and pycrdt re-raises callback errors at the end of the transaction
+wrapped in an :class:`ExceptionGroup`. A failed local write therefore surfaces as
+``ExceptionGroup("Observer callback error", [StoreWriteError(...)])``; catch it
+with ``except* StoreWriteError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CrdtsyncError",
+    "InvalidUpdateError",
+    "ReplicaClosedError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreVersionError",
+    "StoreWriteError",
+]
+
+
+class CrdtsyncError(Exception):
+    """Base class of every error crdtsync raises on purpose."""
+
+
+class StoreError(CrdtsyncError):
+    """The local store failed, or its content cannot be trusted."""
+
+
+class StoreCorruptError(StoreError):
+    """The store is not a crdtsync store, is truncated, or a checksum does not match.
+
+    The file is never modified when this is raised.
+    """
+
+
+class StoreVersionError(StoreError):
+    """The store was written with a schema version this code cannot read."""
+
+
+class StoreLockedError(StoreError):
+    """The store is already open in another process or another ``Replica``.
+
+    A store is opened exclusively: two writers sharing one store would reuse the
+    same CRDT client ids for different changes, which breaks convergence.
+    """
+
+
+class StoreWriteError(StoreError):
+    """A write to the store failed (for example: disk full).
+
+    The change stays in memory and is written together with the next change
+    (or by :meth:`crdtsync.Replica.flush`); it is never sent before it is stored.
+    """
+
+
+class ReplicaClosedError(CrdtsyncError):
+    """The replica was used after :meth:`crdtsync.Replica.close`."""
+
+
+class InvalidUpdateError(CrdtsyncError, ValueError):
+    """An update could not be decoded or integrated into a document."""

@@ -1,0 +1,526 @@
+"""Replica: CRDT documents that work offline and never lose a change they accepted.
+
+A :class:`Replica` owns one local store (an SQLite file by default) and hands
+out real :class:`pycrdt.Doc` objects. Every transaction on an opened document is
+written to the store, together with its outbox entry, from a ``Doc.observe``
+callback: when the Python call that made the change returns, the change is
+stored (DESIGN.md guarantee 2). The sync layer later sends the outbox and calls
+:meth:`Replica.acknowledge` when a relay has stored it (guarantee 4: change →
+persist → outbox → send; nothing is ever sent that is not stored).
+
+Client ids: each (replica, document) pair writes under one 32-bit pycrdt client
+id, chosen at random when the document is created and kept in the store. It is
+reused across restarts, which keeps state vectors small. This is safe because a
+change is stored before it can be sent: after a restart the document's clock
+for that client id resumes exactly where the stored history ends, and no peer
+can have seen a change under that id that the store does not have.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+import pycrdt
+
+from .errors import InvalidUpdateError, ReplicaClosedError, StoreCorruptError, StoreError
+from .events import PendingChanged, ReplicaEvent
+from .ids import DocId, ReplicaId, check_doc_id
+from .statevector import covers, decode_state_vector
+from .store.base import EMPTY_SNAPSHOT, EntryKind, NewEntry, OutboxEntry, Store, StoredDocument
+from .store.memory import MemoryStore
+from .store.sqlite import SQLiteStore
+
+__all__ = ["Durability", "PendingBatch", "Replica"]
+
+logger = logging.getLogger(__name__)
+
+Durability = Literal["normal", "full", "memory"]
+
+_EMPTY_UPDATE = b"\x00\x00"
+_LOAD_GROUP = 100  # updates applied per transaction when rebuilding a document
+_MERGE_GROUP = 1000  # bound on updates merged at once (merge_updates is quadratic)
+DEFAULT_COMPACT_MIN_BYTES = 256 * 1024
+
+
+def _new_client_id() -> int:
+    """A random non-zero 32-bit client id, as Yjs uses."""
+    return secrets.randbits(32) or 1
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """Consecutive outbox entries merged into one update, for sending.
+
+    Acknowledging ``last_seq`` acknowledges the whole batch.
+    """
+
+    first_seq: int
+    last_seq: int
+    update: bytes
+
+    @property
+    def count(self) -> int:
+        """How many outbox entries the batch holds."""
+        return self.last_seq - self.first_seq + 1
+
+
+@dataclass(slots=True, eq=False)
+class _Unsaved:
+    kind: EntryKind
+    data: bytes
+
+
+@dataclass(slots=True, eq=False)
+class _OpenDoc:
+    """A document this replica has open, and its bookkeeping."""
+
+    doc_id: DocId
+    doc: pycrdt.Doc[Any]
+    client_id: int
+    last_seq: int
+    acked_seq: int
+    snapshot_bytes: int
+    log_bytes: int = 0
+    """Bytes appended since the last compaction (what compaction would fold)."""
+    remote: bool = False
+    """True while :meth:`Replica.apply_remote` applies an update."""
+    unsaved: list[_Unsaved] = field(default_factory=list)
+    """Changes the document holds that a failed write could not store yet."""
+    subscription: pycrdt.Subscription | None = None
+
+    @property
+    def pending(self) -> int:
+        local_unsaved = sum(1 for u in self.unsaved if u.kind is EntryKind.LOCAL)
+        return self.last_seq - self.acked_seq + local_unsaved
+
+
+class Replica:
+    """A local replica: opens documents from a durable store and records every change.
+
+    ``Replica(path)`` opens or creates an SQLite store at ``path``.
+    ``durability`` is ``"normal"`` (WAL; survives a process crash, the default),
+    ``"full"`` (fsync per commit; survives power loss) or ``"memory"`` (no file).
+    ``Replica(":memory:")`` is the same as ``durability="memory"``. A custom
+    :class:`~crdtsync.store.Store` can be passed as ``store=`` instead of a path.
+
+    ``compact_min_bytes``: a document's log is folded into its snapshot when the
+    bytes appended since the last compaction exceed both this and the snapshot's
+    size.
+
+    Use as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        durability: Durability = "normal",
+        *,
+        store: Store | None = None,
+        compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
+    ) -> None:
+        if durability not in ("normal", "full", "memory"):
+            raise ValueError(
+                f"durability must be 'normal', 'full' or 'memory', not {durability!r}"
+            )
+        if store is not None:
+            if path is not None:
+                raise ValueError("pass either a path or a store, not both")
+        elif path is None:
+            raise ValueError("a path (or ':memory:', or store=) is required")
+        elif durability == "memory" or os.fspath(path) == ":memory:":
+            store = MemoryStore()
+            durability = "memory"
+        else:
+            store = SQLiteStore(path, durability)
+        self._store: Store = store
+        self.durability: Durability = durability
+        self.compact_min_bytes = compact_min_bytes
+        self._replica_id = store.replica_id()
+        self._docs: dict[DocId, _OpenDoc] = {}
+        self._observers: list[Callable[[ReplicaEvent], None]] = []
+        self._closed = False
+        logger.debug("replica %s opened (durability=%s)", self._replica_id, durability)
+
+    # -- identity and lifecycle ------------------------------------------------
+
+    @property
+    def replica_id(self) -> ReplicaId:
+        """This replica's stable id, created with its store."""
+        return self._replica_id
+
+    @property
+    def store(self) -> Store:
+        """The store this replica writes to."""
+        return self._store
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the store. Opened documents stay readable; editing them then raises
+        :class:`~crdtsync.errors.ReplicaClosedError` (wrapped by pycrdt in an
+        ``ExceptionGroup``) because the change could not be stored.
+        Calling ``close()`` twice is harmless.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        unsaved = [d.doc_id for d in self._docs.values() if d.unsaved]
+        if unsaved:
+            logger.error("closing replica with unsaved changes in %s", ", ".join(unsaved))
+        self._store.close()
+        logger.debug("replica %s closed", self._replica_id)
+
+    def __enter__(self) -> Replica:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(
+                f"unclosed Replica {self._replica_id}", ResourceWarning, stacklevel=2
+            )
+            self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ReplicaClosedError("the replica is closed")
+
+    # -- documents -------------------------------------------------------------
+
+    def documents(self) -> list[str]:
+        """Ids of every document in the store (opened or not), sorted."""
+        self._check_open()
+        return list(self._store.documents())
+
+    def open(self, doc_id: str) -> pycrdt.Doc[Any]:
+        """Return the document ``doc_id``, loaded from the store (created if new).
+
+        No network is involved. Opening the same id again returns the same
+        ``pycrdt.Doc`` object. Every transaction on it is stored before the
+        call that made it returns.
+        """
+        self._check_open()
+        key = check_doc_id(doc_id)
+        state = self._docs.get(key)
+        if state is None:
+            state = self._load(key)
+            self._docs[key] = state
+        return state.doc
+
+    def _load(self, doc_id: DocId) -> _OpenDoc:
+        stored = self._store.load_document(doc_id)
+        if stored is None:
+            info = self._store.create_document(doc_id, _new_client_id())
+            stored = StoredDocument(info, EMPTY_SNAPSHOT, 0, [])
+            logger.debug("created document %r (client id %d)", doc_id, info.client_id)
+        info = stored.info
+        doc = _rebuild(stored)
+        state = _OpenDoc(
+            doc_id=doc_id,
+            doc=doc,
+            client_id=info.client_id,
+            last_seq=info.last_seq,
+            acked_seq=info.acked_seq,
+            snapshot_bytes=len(stored.snapshot),
+            log_bytes=sum(len(e.data) for e in stored.entries),
+        )
+        state.subscription = doc.observe(lambda event: self._on_transaction(state, event))
+        if state.log_bytes > self._compact_threshold(state):
+            self._compact(state)
+        return state
+
+    def client_id(self, doc_id: str) -> int:
+        """The 32-bit pycrdt client id this replica writes ``doc_id`` under."""
+        return self._state(doc_id).client_id
+
+    def _state(self, doc_id: str) -> _OpenDoc:
+        self.open(doc_id)
+        return self._docs[DocId(doc_id)]
+
+    # -- recording changes -------------------------------------------------------
+
+    def _on_transaction(self, state: _OpenDoc, event: pycrdt.TransactionEvent) -> None:
+        """pycrdt calls this at the end of every transaction that changed the doc.
+
+        This is the hot path of every local edit: keep it lean.
+        """
+        update = event.update
+        if update == _EMPTY_UPDATE:
+            return
+        kind = EntryKind.REMOTE if state.remote else EntryKind.LOCAL
+        if self._closed:
+            state.unsaved.append(_Unsaved(kind, update))
+            raise ReplicaClosedError(
+                f"the replica is closed: this change to {state.doc_id!r} was not stored"
+            )
+        if state.unsaved:
+            self._write(state, [*state.unsaved, _Unsaved(kind, update)])
+            return
+        # One entry, nothing unsaved before it: the common case.
+        seq = state.last_seq + 1 if kind is EntryKind.LOCAL else None
+        try:
+            self._store.append(state.doc_id, (NewEntry(kind, update, seq),))
+        except StoreError:
+            self._keep_unsaved(state, [_Unsaved(kind, update)])
+            raise
+        state.log_bytes += len(update)
+        if seq is not None:
+            state.last_seq = seq
+            if self._observers:
+                self._emit(PendingChanged(state.doc_id, state.pending))
+        if state.log_bytes > self._compact_threshold(state):
+            self._compact(state)
+
+    def _write(self, state: _OpenDoc, items: list[_Unsaved]) -> None:
+        """Store ``items`` in one transaction, or keep them all as unsaved and raise."""
+        entries = []
+        seq = state.last_seq
+        for item in items:
+            if item.kind is EntryKind.LOCAL:
+                seq += 1
+                entries.append(NewEntry(item.kind, item.data, seq))
+            else:
+                entries.append(NewEntry(item.kind, item.data))
+        try:
+            self._store.append(state.doc_id, entries)
+        except StoreError:
+            self._keep_unsaved(state, items)
+            raise
+        state.unsaved = []
+        local_written = seq != state.last_seq
+        state.last_seq = seq
+        state.log_bytes += sum(len(item.data) for item in items)
+        if local_written:
+            self._emit(PendingChanged(state.doc_id, state.pending))
+        if state.log_bytes > self._compact_threshold(state):
+            self._compact(state)
+
+    @staticmethod
+    def _keep_unsaved(state: _OpenDoc, items: list[_Unsaved]) -> None:
+        state.unsaved = items
+        logger.error(
+            "could not store %d change(s) to %r; kept in memory until the next write",
+            len(items),
+            state.doc_id,
+        )
+
+    def flush(self) -> None:
+        """Store changes that an earlier failed write left in memory (no-op if none).
+
+        Raises :class:`~crdtsync.errors.StoreWriteError` if the store still fails.
+        """
+        self._check_open()
+        for state in list(self._docs.values()):
+            if state.unsaved:
+                self._write(state, state.unsaved)
+
+    def apply_remote(self, doc_id: str, update: bytes) -> bool:
+        """Apply an update received from elsewhere, and store it. Idempotent.
+
+        The change is stored (never in the outbox) before this returns, and the
+        document's observers fire as for any change. Returns True if the
+        document changed or now holds new content waiting for missing
+        dependencies; False if the update was already known.
+
+        Raises :class:`~crdtsync.errors.InvalidUpdateError` if the update cannot
+        be decoded; whatever part of it pycrdt integrated before failing is
+        stored all the same.
+        """
+        state = self._state(doc_id)
+        doc = state.doc
+        if not isinstance(update, bytes):
+            raise TypeError(f"update must be bytes, not {type(update).__name__}")
+        before = state.log_bytes
+        state.remote = True
+        try:
+            doc.apply_update(update)
+        except ExceptionGroup as group:  # a store failure raised from our observer
+            store_errors = group.subgroup(StoreError)
+            if store_errors is not None and len(store_errors.exceptions) == len(
+                group.exceptions
+            ):
+                raise store_errors.exceptions[0] from group
+            raise
+        except (ValueError, RuntimeError) as exc:
+            raise InvalidUpdateError(f"update for {doc_id!r} rejected: {exc}") from exc
+        finally:
+            state.remote = False
+        changed = state.log_bytes != before
+        # An update whose dependencies are missing is held by pycrdt without firing
+        # the observer; keep it verbatim so a restart does not forget it.
+        if update != _EMPTY_UPDATE and not covers(
+            decode_state_vector(doc.get_state()), decode_state_vector(pycrdt.get_state(update))
+        ):
+            self._write(state, [*state.unsaved, _Unsaved(EntryKind.PENDING, update)])
+            changed = True
+        return changed
+
+    # -- outbox --------------------------------------------------------------------
+
+    def pending(self, doc_id: str) -> int:
+        """Local updates to ``doc_id`` not yet acknowledged by a relay (0: all acknowledged)."""
+        self._check_open()
+        key = check_doc_id(doc_id)
+        state = self._docs.get(key)
+        if state is not None:
+            return state.pending
+        info = self._store.document_info(key)
+        return 0 if info is None else info.pending
+
+    def outbox(self, doc_id: str) -> list[OutboxEntry]:
+        """The unacknowledged local updates of ``doc_id``, in order, with their sequence numbers."""
+        state = self._state(doc_id)
+        return self._store.outbox(state.doc_id)
+
+    def pending_batches(self, doc_id: str, max_bytes: int = 1 << 20) -> list[PendingBatch]:
+        """The outbox of ``doc_id`` merged into as few updates as fit ``max_bytes`` each.
+
+        Consecutive entries are merged with ``pycrdt.merge_updates`` in bounded
+        groups. An entry larger than ``max_bytes`` on its own forms its own batch.
+        """
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        batches: list[PendingBatch] = []
+        group: list[OutboxEntry] = []
+        size = 0
+
+        def flush_group() -> None:
+            data = [entry.data for entry in group]
+            update = data[0] if len(data) == 1 else pycrdt.merge_updates(*data)
+            batches.append(PendingBatch(group[0].seq, group[-1].seq, update))
+
+        for entry in self.outbox(doc_id):
+            if group and (size + len(entry.data) > max_bytes or len(group) >= _MERGE_GROUP):
+                flush_group()
+                group, size = [], 0
+            group.append(entry)
+            size += len(entry.data)
+        if group:
+            flush_group()
+        return batches
+
+    def acknowledge(self, doc_id: str, seq: int) -> None:
+        """A relay durably stored every local update of ``doc_id`` up to ``seq``.
+
+        Drops those entries from the outbox (they stay in the document's history).
+        Acknowledging an older ``seq`` again is harmless.
+        """
+        state = self._state(doc_id)
+        if seq <= state.acked_seq:
+            return
+        info = self._store.acknowledge(state.doc_id, seq)
+        state.acked_seq = info.acked_seq
+        self._emit(PendingChanged(state.doc_id, state.pending))
+
+    # -- compaction ------------------------------------------------------------------
+
+    def _compact_threshold(self, state: _OpenDoc) -> int:
+        """Log bytes above which the document is compacted: the log outgrew the snapshot."""
+        return max(self.compact_min_bytes, state.snapshot_bytes)
+
+    def compact(self, doc_id: str) -> None:
+        """Fold the document's log into a new snapshot now (it also happens automatically)."""
+        self._compact(self._state(doc_id))
+
+    def _compact(self, state: _OpenDoc) -> None:
+        """Rebuild the document from the store, encode it, verify, then drop folded entries.
+
+        Works from the store, not the live document: pycrdt forbids reading a
+        document inside its own observer, and the store is what must be kept.
+        Unacknowledged local entries are kept (the outbox survives compaction);
+        so are received updates still waiting for dependencies.
+        """
+        stored = self._store.load_document(state.doc_id)
+        if stored is None:  # pragma: no cover - the document was created on open
+            raise StoreCorruptError(f"document {state.doc_id!r} vanished from the store")
+        doc = _rebuild(stored)
+        snapshot = doc.get_update()
+        state_vector = doc.get_state()
+        check: pycrdt.Doc[Any] = pycrdt.Doc()
+        check.apply_update(snapshot)
+        if check.get_state() != state_vector or check.get_update() != snapshot:
+            raise StoreCorruptError(
+                f"compaction of {state.doc_id!r} did not reproduce the document; nothing changed"
+            )
+        have = decode_state_vector(state_vector)
+        drop: list[int] = []
+        carry: list[NewEntry] = []
+        for entry in stored.entries:
+            if entry.kind is EntryKind.LOCAL:
+                if entry.seq is None or entry.seq <= stored.info.acked_seq:
+                    drop.append(entry.id)
+                # else: still in the outbox; it stays in the log (the snapshot holds it too)
+            elif entry.kind is EntryKind.REMOTE or covers(
+                have, decode_state_vector(pycrdt.get_state(entry.data))
+            ):
+                drop.append(entry.id)
+            else:  # still waiting for dependencies: the snapshot cannot hold it
+                drop.append(entry.id)
+                carry.append(NewEntry(EntryKind.PENDING, entry.data))
+        upto = stored.entries[-1].id if stored.entries else stored.snapshot_upto
+        self._store.replace_snapshot(state.doc_id, snapshot, upto, drop, carry)
+        logger.debug(
+            "compacted %r: %d entries folded into a %d-byte snapshot, %d carried",
+            state.doc_id,
+            len(drop),
+            len(snapshot),
+            len(carry),
+        )
+        state.snapshot_bytes = len(snapshot)
+        state.log_bytes = sum(len(entry.data) for entry in carry)
+
+    # -- events ------------------------------------------------------------------------
+
+    def observe(self, callback: Callable[[ReplicaEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every replica event; return a function that stops it.
+
+        Events so far: :class:`~crdtsync.events.PendingChanged`.
+        """
+        self._observers.append(callback)
+
+        def unobserve() -> None:
+            if callback in self._observers:
+                self._observers.remove(callback)
+
+        return unobserve
+
+    def _emit(self, event: ReplicaEvent) -> None:
+        for callback in list(self._observers):
+            try:
+                callback(event)
+            except Exception:  # an app's observer must not break persistence
+                logger.exception("replica observer %r failed on %r", callback, event)
+
+
+def _rebuild(stored: StoredDocument) -> pycrdt.Doc[Any]:
+    """A new Doc holding the stored snapshot and log, writing under the stored client id."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=stored.info.client_id)
+    try:
+        doc.apply_update(stored.snapshot)
+        entries = stored.entries
+        for start in range(0, len(entries), _LOAD_GROUP):
+            with doc.transaction():
+                for entry in entries[start : start + _LOAD_GROUP]:
+                    doc.apply_update(entry.data)
+    except (ValueError, RuntimeError) as exc:
+        raise StoreCorruptError(
+            f"document {stored.info.doc_id!r} cannot be rebuilt from the store: {exc}"
+        ) from exc
+    return doc

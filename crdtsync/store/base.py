@@ -1,0 +1,190 @@
+"""The contract every local store implements.
+
+A store keeps, per document: a compacted *snapshot* (an encoded pycrdt state),
+an append-only *log* of updates recorded since (local and remote), and the
+*outbox* bookkeeping: local updates carry a per-document sequence number, and
+the highest sequence number a relay acknowledged is kept with the document.
+The snapshot records the highest log id it contains (``snapshot_upto``): a
+document is rebuilt from the snapshot and the entries after it. Entries at or
+below it stay only while they are still in the outbox.
+The replica-wide *replica id* is created on first open and never changes.
+
+Order of calls, as :class:`crdtsync.Replica` makes them::
+
+    store.replica_id()
+    store.create_document(doc_id, client_id)      # once per document
+    store.load_document(doc_id)                   # snapshot + log, to rebuild a Doc
+    store.append(doc_id, entries)                 # atomically, before the edit returns
+    store.acknowledge(doc_id, seq)
+    store.replace_snapshot(doc_id, snapshot, upto, drop, carry)   # compaction
+    store.close()
+
+Stores never interpret update bytes: CRDT logic lives in the replica. Every
+method either completes fully or changes nothing (one transaction), and raises
+only :class:`crdtsync.errors.StoreError` subclasses for storage failures.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from ..ids import DocId, ReplicaId
+
+__all__ = [
+    "EMPTY_SNAPSHOT",
+    "DocumentInfo",
+    "EntryKind",
+    "LogEntry",
+    "NewEntry",
+    "OutboxEntry",
+    "Store",
+    "StoredDocument",
+]
+
+EMPTY_SNAPSHOT = b"\x00\x00"
+"""The encoded state of an empty document (no structs, empty delete set)."""
+
+
+class EntryKind(enum.IntEnum):
+    """What a log entry holds."""
+
+    LOCAL = 0
+    """A change made on this replica; also an outbox entry until acknowledged."""
+    REMOTE = 1
+    """A change received from elsewhere, as far as the document integrated it."""
+    PENDING = 2
+    """A received update whose dependencies had not arrived yet (kept verbatim)."""
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """A log entry to append. ``seq`` is set for :attr:`EntryKind.LOCAL` only."""
+
+    kind: EntryKind
+    data: bytes
+    seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """A stored log entry. ``id`` orders entries within their document."""
+
+    id: int
+    kind: EntryKind
+    seq: int | None
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A local update not yet acknowledged by a relay."""
+
+    seq: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """A document's bookkeeping, without its content."""
+
+    doc_id: DocId
+    client_id: int
+    acked_seq: int
+    last_seq: int
+    """The highest outbox sequence number ever issued for this document (0: none)."""
+
+    @property
+    def pending(self) -> int:
+        """Local updates not yet acknowledged."""
+        return self.last_seq - self.acked_seq
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """Everything needed to rebuild a document: the snapshot, then ``entries`` in order.
+
+    ``entries`` are the log entries after the snapshot (``id > snapshot_upto``).
+    """
+
+    info: DocumentInfo
+    snapshot: bytes
+    snapshot_upto: int
+    entries: list[LogEntry]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Local persistence for one replica. See the module docstring for the call order."""
+
+    def replica_id(self) -> ReplicaId:
+        """The replica's stable id, created when the store was first created."""
+        ...
+
+    def documents(self) -> list[DocId]:
+        """Ids of every document in the store, sorted."""
+        ...
+
+    def document_info(self, doc_id: DocId) -> DocumentInfo | None:
+        """The document's bookkeeping, or None if the store has no such document."""
+        ...
+
+    def create_document(self, doc_id: DocId, client_id: int) -> DocumentInfo:
+        """Create an empty document that writes under ``client_id``.
+
+        Raises ``ValueError`` if the document exists already.
+        """
+        ...
+
+    def load_document(self, doc_id: DocId) -> StoredDocument | None:
+        """The snapshot and the log entries after it (ordered by id), or None.
+
+        Raises :class:`~crdtsync.errors.StoreCorruptError` on a checksum mismatch.
+        """
+        ...
+
+    def append(self, doc_id: DocId, entries: Sequence[NewEntry]) -> list[int]:
+        """Durably append ``entries`` in one transaction; return their ids.
+
+        Local entries must carry increasing sequence numbers above the document's
+        ``last_seq``. When this returns, the entries survive a process crash
+        (and, in ``"full"`` durability, a power loss).
+        Raises :class:`~crdtsync.errors.StoreWriteError` if nothing could be written.
+        """
+        ...
+
+    def outbox(self, doc_id: DocId) -> list[OutboxEntry]:
+        """Local entries with a sequence number above ``acked_seq``, in order."""
+        ...
+
+    def acknowledge(self, doc_id: DocId, seq: int) -> DocumentInfo:
+        """Record that a relay durably stored every local update up to ``seq``.
+
+        Acknowledging a lower ``seq`` than already acknowledged changes nothing.
+        Raises ``ValueError`` if ``seq`` was never issued.
+        """
+        ...
+
+    def replace_snapshot(
+        self,
+        doc_id: DocId,
+        snapshot: bytes,
+        upto: int,
+        drop: Sequence[int],
+        carry: Sequence[NewEntry] = (),
+    ) -> None:
+        """Compaction, in one transaction: store ``snapshot`` as holding every entry
+        with ``id <= upto``, delete the entries ``drop``, and append ``carry``
+        (non-local entries the snapshot could not hold) after ``upto``.
+
+        The caller guarantees that ``snapshot`` contains every entry up to
+        ``upto`` except those it carries. Sequence numbers already issued are
+        never issued again.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the store. Further calls raise :class:`~crdtsync.errors.StoreError`."""
+        ...
