@@ -14,6 +14,13 @@ reused across restarts, which keeps state vectors small. This is safe because a
 change is stored before it can be sent: after a restart the document's clock
 for that client id resumes exactly where the stored history ends, and no peer
 can have seen a change under that id that the store does not have.
+
+Updates that arrive before their dependencies (an earlier update of the same
+client, an item they refer to, an item they delete) are *held*: stored
+verbatim as PENDING entries, and applied to the document only once everything
+they depend on is there. pycrdt 0.14.13 integrates such updates inconsistently
+when given them early (the same updates in different orders can end in
+different documents), so they never reach it early.
 """
 
 from __future__ import annotations
@@ -32,10 +39,11 @@ import pycrdt
 from .errors import InvalidUpdateError, ReplicaClosedError, StoreCorruptError, StoreError
 from .events import PendingChanged, ReplicaEvent
 from .ids import DocId, ReplicaId, check_doc_id
-from .statevector import covers, decode_state_vector
+from .statevector import decode_state_vector, same_state
 from .store.base import EMPTY_SNAPSHOT, EntryKind, NewEntry, OutboxEntry, Store, StoredDocument
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore
+from .update import UpdateSummary, summarize_update
 
 __all__ = ["Durability", "PendingBatch", "Replica"]
 
@@ -77,6 +85,12 @@ class _Unsaved:
     data: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    update: bytes
+    summary: UpdateSummary
+
+
 @dataclass(slots=True, eq=False)
 class _OpenDoc:
     """A document this replica has open, and its bookkeeping."""
@@ -93,6 +107,10 @@ class _OpenDoc:
     """True while :meth:`Replica.apply_remote` applies an update."""
     unsaved: list[_Unsaved] = field(default_factory=list)
     """Changes the document holds that a failed write could not store yet."""
+    held: list[_Held] = field(default_factory=list)
+    """Received updates waiting for their dependencies (stored as PENDING entries)."""
+    compact_after: int = 0
+    """After a failed automatic compaction: log bytes to wait for before retrying."""
     subscription: pycrdt.Subscription | None = None
 
     @property
@@ -231,7 +249,7 @@ class Replica:
             stored = StoredDocument(info, EMPTY_SNAPSHOT, 0, [])
             logger.debug("created document %r (client id %d)", doc_id, info.client_id)
         info = stored.info
-        doc = _rebuild(stored)
+        doc, held = _rebuild(stored)
         state = _OpenDoc(
             doc_id=doc_id,
             doc=doc,
@@ -240,10 +258,10 @@ class Replica:
             acked_seq=info.acked_seq,
             snapshot_bytes=len(stored.snapshot),
             log_bytes=sum(len(e.data) for e in stored.entries),
+            held=held,
         )
         state.subscription = doc.observe(lambda event: self._on_transaction(state, event))
-        if state.log_bytes > self._compact_threshold(state):
-            self._compact(state)
+        self._auto_compact(state)
         return state
 
     def client_id(self, doc_id: str) -> int:
@@ -285,8 +303,7 @@ class Replica:
             state.last_seq = seq
             if self._observers:
                 self._emit(PendingChanged(state.doc_id, state.pending))
-        if state.log_bytes > self._compact_threshold(state):
-            self._compact(state)
+        self._auto_compact(state)
 
     def _write(self, state: _OpenDoc, items: list[_Unsaved]) -> None:
         """Store ``items`` in one transaction, or keep them all as unsaved and raise."""
@@ -309,8 +326,7 @@ class Replica:
         state.log_bytes += sum(len(item.data) for item in items)
         if local_written:
             self._emit(PendingChanged(state.doc_id, state.pending))
-        if state.log_bytes > self._compact_threshold(state):
-            self._compact(state)
+        self._auto_compact(state)
 
     @staticmethod
     def _keep_unsaved(state: _OpenDoc, items: list[_Unsaved]) -> None:
@@ -335,22 +351,39 @@ class Replica:
         """Apply an update received from elsewhere, and store it. Idempotent.
 
         The change is stored (never in the outbox) before this returns, and the
-        document's observers fire as for any change. Returns True if the
-        document changed or now holds new content waiting for missing
-        dependencies; False if the update was already known.
+        document's observers fire as for any change. An update whose
+        dependencies have not arrived yet is stored and held, and applied as
+        soon as they have. Returns True if the document changed or a new
+        update is now held; False if the update was already known.
 
         Raises :class:`~crdtsync.errors.InvalidUpdateError` if the update cannot
-        be decoded; whatever part of it pycrdt integrated before failing is
-        stored all the same.
+        be decoded (nothing is applied or stored then).
         """
         state = self._state(doc_id)
-        doc = state.doc
         if not isinstance(update, bytes):
             raise TypeError(f"update must be bytes, not {type(update).__name__}")
+        try:
+            summary = summarize_update(update)
+        except ValueError as exc:
+            raise InvalidUpdateError(f"update for {doc_id!r} rejected: {exc}") from exc
+        doc = state.doc
         before = state.log_bytes
+        if summary.missing(decode_state_vector(doc.get_state())):
+            if any(held.update == update for held in state.held):
+                return False
+            self._write(state, [*state.unsaved, _Unsaved(EntryKind.PENDING, update)])
+            state.held.append(_Held(update, summary))
+            logger.debug("holding an update for %r until its dependencies arrive", doc_id)
+            return True
+        self._integrate(state, update)
+        self._release_held(state)
+        return state.log_bytes != before
+
+    def _integrate(self, state: _OpenDoc, update: bytes) -> None:
+        """Apply a remote update whose dependencies are all present; the observer stores it."""
         state.remote = True
         try:
-            doc.apply_update(update)
+            state.doc.apply_update(update)
         except ExceptionGroup as group:  # a store failure raised from our observer
             store_errors = group.subgroup(StoreError)
             if store_errors is not None and len(store_errors.exceptions) == len(
@@ -359,18 +392,24 @@ class Replica:
                 raise store_errors.exceptions[0] from group
             raise
         except (ValueError, RuntimeError) as exc:
-            raise InvalidUpdateError(f"update for {doc_id!r} rejected: {exc}") from exc
+            raise InvalidUpdateError(
+                f"update for {state.doc_id!r} rejected by pycrdt: {exc}"
+            ) from exc
         finally:
             state.remote = False
-        changed = state.log_bytes != before
-        # An update whose dependencies are missing is held by pycrdt without firing
-        # the observer; keep it verbatim so a restart does not forget it.
-        if update != _EMPTY_UPDATE and not covers(
-            decode_state_vector(doc.get_state()), decode_state_vector(pycrdt.get_state(update))
-        ):
-            self._write(state, [*state.unsaved, _Unsaved(EntryKind.PENDING, update)])
-            changed = True
-        return changed
+
+    def _release_held(self, state: _OpenDoc) -> None:
+        """Apply every held update whose dependencies are now present."""
+        progress = bool(state.held)
+        while progress:
+            progress = False
+            have = decode_state_vector(state.doc.get_state())
+            for held in list(state.held):
+                if not held.summary.missing(have):
+                    state.held.remove(held)
+                    self._integrate(state, held.update)
+                    progress = True
+                    break
 
     # -- outbox --------------------------------------------------------------------
 
@@ -436,8 +475,25 @@ class Replica:
         return max(self.compact_min_bytes, state.snapshot_bytes)
 
     def compact(self, doc_id: str) -> None:
-        """Fold the document's log into a new snapshot now (it also happens automatically)."""
+        """Fold the document's log into a new snapshot now (it also happens automatically).
+
+        Raises :class:`~crdtsync.errors.StoreError` if the store cannot be written;
+        nothing is lost then.
+        """
         self._compact(self._state(doc_id))
+
+    def _auto_compact(self, state: _OpenDoc) -> None:
+        """Compact if the log outgrew the snapshot. A failure here is not the caller's:
+        the change that triggered it is stored, so it is logged and retried later."""
+        if state.log_bytes <= max(self._compact_threshold(state), state.compact_after):
+            return
+        try:
+            self._compact(state)
+        except StoreError as exc:
+            state.compact_after = state.log_bytes * 2
+            logger.warning("automatic compaction of %r failed (will retry): %s", state.doc_id, exc)
+        else:
+            state.compact_after = 0
 
     def _compact(self, state: _OpenDoc) -> None:
         """Rebuild the document from the store, encode it, verify, then drop folded entries.
@@ -450,30 +506,30 @@ class Replica:
         stored = self._store.load_document(state.doc_id)
         if stored is None:  # pragma: no cover - the document was created on open
             raise StoreCorruptError(f"document {state.doc_id!r} vanished from the store")
-        doc = _rebuild(stored)
+        doc, held = _rebuild(stored)
         snapshot = doc.get_update()
-        state_vector = doc.get_state()
+        # Verify before deleting anything: the snapshot alone must rebuild the same
+        # items and deletions (state vector and delete set).
         check: pycrdt.Doc[Any] = pycrdt.Doc()
         check.apply_update(snapshot)
-        if check.get_state() != state_vector or check.get_update() != snapshot:
+        if not same_state(check, doc):
             raise StoreCorruptError(
                 f"compaction of {state.doc_id!r} did not reproduce the document; nothing changed"
             )
-        have = decode_state_vector(state_vector)
         drop: list[int] = []
         carry: list[NewEntry] = []
+        still_held = {held.update for held in held}
         for entry in stored.entries:
             if entry.kind is EntryKind.LOCAL:
                 if entry.seq is None or entry.seq <= stored.info.acked_seq:
                     drop.append(entry.id)
                 # else: still in the outbox; it stays in the log (the snapshot holds it too)
-            elif entry.kind is EntryKind.REMOTE or covers(
-                have, decode_state_vector(pycrdt.get_state(entry.data))
-            ):
+            else:
                 drop.append(entry.id)
-            else:  # still waiting for dependencies: the snapshot cannot hold it
-                drop.append(entry.id)
-                carry.append(NewEntry(EntryKind.PENDING, entry.data))
+                if entry.kind is EntryKind.PENDING and entry.data in still_held:
+                    # Still waiting for dependencies: the snapshot cannot hold it.
+                    carry.append(NewEntry(EntryKind.PENDING, entry.data))
+                    still_held.discard(entry.data)
         upto = stored.entries[-1].id if stored.entries else stored.snapshot_upto
         self._store.replace_snapshot(state.doc_id, snapshot, upto, drop, carry)
         logger.debug(
@@ -509,18 +565,47 @@ class Replica:
                 logger.exception("replica observer %r failed on %r", callback, event)
 
 
-def _rebuild(stored: StoredDocument) -> pycrdt.Doc[Any]:
-    """A new Doc holding the stored snapshot and log, writing under the stored client id."""
+def _rebuild(stored: StoredDocument) -> tuple[pycrdt.Doc[Any], list[_Held]]:
+    """A new Doc holding the stored snapshot and log, writing under the stored client id.
+
+    Entries are applied in log order; PENDING entries are held until their
+    dependencies are present, exactly as :meth:`Replica.apply_remote` does live.
+    Returns the document and the updates still held.
+    """
     doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=stored.info.client_id)
+    held: list[_Held] = []
     try:
         doc.apply_update(stored.snapshot)
-        entries = stored.entries
-        for start in range(0, len(entries), _LOAD_GROUP):
-            with doc.transaction():
-                for entry in entries[start : start + _LOAD_GROUP]:
-                    doc.apply_update(entry.data)
+        group: list[bytes] = []
+        for entry in stored.entries:
+            if entry.kind is EntryKind.PENDING:
+                held.append(_Held(entry.data, summarize_update(entry.data)))
+            else:
+                group.append(entry.data)
+            if len(group) >= _LOAD_GROUP:
+                _apply_group(doc, group)
+        _apply_group(doc, group)
+        progress = bool(held)
+        while progress:
+            progress = False
+            have = decode_state_vector(doc.get_state())
+            for item in list(held):
+                if not item.summary.missing(have):
+                    held.remove(item)
+                    doc.apply_update(item.update)
+                    progress = True
+                    break
     except (ValueError, RuntimeError) as exc:
         raise StoreCorruptError(
             f"document {stored.info.doc_id!r} cannot be rebuilt from the store: {exc}"
         ) from exc
-    return doc
+    return doc, held
+
+
+def _apply_group(doc: pycrdt.Doc[Any], group: list[bytes]) -> None:
+    """Apply updates in one transaction (cheaper than one each), then empty ``group``."""
+    if group:
+        with doc.transaction():
+            for update in group:
+                doc.apply_update(update)
+        group.clear()

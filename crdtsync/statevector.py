@@ -1,4 +1,4 @@
-"""State vectors: decoding the lib0 encoding used by Yjs and pycrdt, and comparing them.
+"""State vectors and delete sets: decoding the lib0 encodings of Yjs/pycrdt, comparing docs.
 
 A state vector maps each CRDT client id to the number of items (the clock) seen
 from that client. ``pycrdt.Doc.get_state()`` and ``pycrdt.get_state(update)``
@@ -6,16 +6,33 @@ return it encoded as lib0 variable-length unsigned integers: the number of
 entries, then ``client, clock`` pairs.
 
 Deletions do not advance a state vector: two documents with equal state vectors
-can still differ in what they deleted.
+can still differ in what they deleted. Two documents hold the same state when
+their state vectors *and* delete sets are equal (:func:`same_state`); their
+encoded updates may still differ byte for byte, because each document squashes
+adjacent items according to its own history.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["StateVector", "covers", "decode_state_vector", "read_var_uint"]
+import pycrdt
+
+__all__ = [
+    "DeleteSet",
+    "StateVector",
+    "covers",
+    "decode_delete_set",
+    "decode_state_vector",
+    "doc_state",
+    "read_var_uint",
+    "same_state",
+]
 
 StateVector = dict[int, int]
+DeleteSet = dict[int, list[tuple[int, int]]]
+"""``{client_id: [(clock, length), ...]}``, ranges sorted and merged."""
 
 _MAX_VAR_UINT_BYTES = 10  # 64-bit values; anything longer is malformed
 
@@ -59,3 +76,57 @@ def decode_state_vector(data: bytes) -> StateVector:
 def covers(have: Mapping[int, int], need: Mapping[int, int]) -> bool:
     """True if ``have`` has seen at least everything ``need`` has, for every client."""
     return all(have.get(client, 0) >= clock for client, clock in need.items())
+
+
+def _read_delete_set(data: bytes, pos: int) -> tuple[DeleteSet, int]:
+    count, pos = read_var_uint(data, pos)
+    result: DeleteSet = {}
+    for _ in range(count):
+        client, pos = read_var_uint(data, pos)
+        ranges_count, pos = read_var_uint(data, pos)
+        ranges = result.setdefault(client, [])
+        for _ in range(ranges_count):
+            clock, pos = read_var_uint(data, pos)
+            length, pos = read_var_uint(data, pos)
+            ranges.append((clock, length))
+    merged: DeleteSet = {}
+    for client, ranges in result.items():
+        out: list[tuple[int, int]] = []
+        for clock, length in sorted(ranges):
+            if out and out[-1][0] + out[-1][1] >= clock:
+                start, size = out[-1]
+                out[-1] = (start, max(size, clock + length - start))
+            elif length:
+                out.append((clock, length))
+        if out:
+            merged[client] = out
+    return merged, pos
+
+
+def decode_delete_set(data: bytes) -> DeleteSet:
+    """Decode an encoded delete set into ``{client: [(clock, length), ...]}``.
+
+    Ranges are returned sorted and merged, so equal sets compare equal.
+    Raises ``ValueError`` on malformed or trailing data.
+    """
+    result, pos = _read_delete_set(data, 0)
+    if pos != len(data):
+        raise ValueError(f"{len(data) - pos} trailing bytes after the delete set")
+    return result
+
+
+def doc_state(doc: pycrdt.Doc[Any]) -> tuple[StateVector, DeleteSet]:
+    """The state vector and delete set of ``doc``: what defines its content.
+
+    Items a document holds while waiting for missing dependencies are not part
+    of it (they are not integrated yet).
+    """
+    # A pycrdt snapshot encodes exactly this: the delete set, then the state vector.
+    encoded = pycrdt.Snapshot.from_doc(doc).encode()
+    delete_set, pos = _read_delete_set(encoded, 0)
+    return decode_state_vector(encoded[pos:]), delete_set
+
+
+def same_state(a: pycrdt.Doc[Any], b: pycrdt.Doc[Any]) -> bool:
+    """True if both documents hold the same items and the same deletions."""
+    return doc_state(a) == doc_state(b)

@@ -144,11 +144,32 @@ def check_sqlite_header(path: Path) -> None:
     change_counter = int.from_bytes(header[24:28], "big")
     page_count = int.from_bytes(header[28:32], "big")
     valid_for = int.from_bytes(header[92:96], "big")
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        # A crash during a checkpoint can leave the file shorter than its header
+        # says while the pages are still in the WAL: SQLite recovers it, and
+        # quick_check judges the result.
+        return
     if valid_for == change_counter and size < page_count * page_size:
         raise StoreCorruptError(
             f"{path} is truncated: {size} bytes where its header says "
             f"{page_count * page_size}"
         )
+
+
+# Files open in this process, by (device, inode). SQLite's exclusive lock is a POSIX
+# lock, and POSIX drops all of a process's locks on a file when *any* descriptor of
+# that file is closed: a second open attempt from this process must be refused
+# before it touches the file, or it would silently unlock the first.
+_OPEN_FILES: set[tuple[int, int]] = set()
+
+
+def _file_key(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
 
 
 class SQLiteStore:
@@ -165,6 +186,10 @@ class SQLiteStore:
         self.durability = durability
         self._docs: dict[DocId, _Doc] = {}
         self._conn: sqlite3.Connection | None = None
+        self._key: tuple[int, int] | None = None
+        key = _file_key(self.path)
+        if key is not None and key in _OPEN_FILES:
+            raise StoreLockedError(f"{self.path} is in use: already open in this process")
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists:
             check_sqlite_header(self.path)
@@ -182,7 +207,14 @@ class SQLiteStore:
             conn.close()
             raise
         self._conn = conn
-        self._replica_id = self._read_replica_id()
+        self._key = _file_key(self.path)
+        if self._key is not None:
+            _OPEN_FILES.add(self._key)
+        try:
+            self._replica_id = self._read_replica_id()
+        except StoreError:
+            self.close()
+            raise
         logger.debug("opened store %s (durability=%s)", self.path, durability)
 
     # -- opening -------------------------------------------------------------
@@ -289,17 +321,22 @@ class SQLiteStore:
 
     def _load_doc_row(self, doc_id: DocId) -> _Doc | None:
         row = self._db.execute(
-            "SELECT num, client_id, acked_seq, seq_floor FROM docs WHERE doc_id = ?", (doc_id,)
+            "SELECT num, client_id, acked_seq, seq_floor, snapshot_upto FROM docs"
+            " WHERE doc_id = ?",
+            (doc_id,),
         ).fetchone()
         if row is None:
             return None
-        num, client_id, acked_seq, seq_floor = row
+        num, client_id, acked_seq, seq_floor, snapshot_upto = row
         lo, hi = num << _ID_BITS, (num << _ID_BITS) | ((1 << _ID_BITS) - 1)
         max_id, max_seq = self._db.execute(
             "SELECT max(id), max(seq) FROM log WHERE id BETWEEN ? AND ?", (lo, hi)
         ).fetchone()
         last_seq = max(seq_floor, max_seq or 0)
-        next_n = ((max_id or lo) & ((1 << _ID_BITS) - 1)) + 1
+        # New ids continue above both the log and the snapshot: an entry at or below
+        # snapshot_upto would be taken as already folded into the snapshot.
+        highest = max(max_id or lo, snapshot_upto, lo)
+        next_n = (highest & ((1 << _ID_BITS) - 1)) + 1
         doc = _Doc(num, client_id, acked_seq, last_seq, next_n)
         self._docs[doc_id] = doc
         return doc
@@ -480,6 +517,8 @@ class SQLiteStore:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
+            if self._key is not None:
+                _OPEN_FILES.discard(self._key)
             logger.debug("closed store %s", self.path)
 
     def __enter__(self) -> SQLiteStore:

@@ -1,0 +1,267 @@
+"""A read-only reader of Yjs update (v1) headers: which clock ranges an update holds.
+
+pycrdt can apply, merge and diff updates but cannot say which items an update
+carries. crdtsync needs that to hold back updates that arrive before an earlier
+update of the same client: pycrdt 0.14.13 integrates such a "gapped" update
+inconsistently (the same set of updates applied in different orders can end in
+different documents), so a gapped update must wait until the gap is filled.
+
+The format, as written by Yjs ``writeStructs`` and yrs ``Update::encode_v1``::
+
+    var-uint  number of clients
+    per client:
+        var-uint  number of structs
+        var-uint  client id
+        var-uint  clock of the first struct
+        structs (info byte, then GC/Skip length or an item's origins, parent, content)
+    delete set (see :mod:`crdtsync.statevector`)
+
+Only lengths are computed; content is skipped, never interpreted. Every read is
+bounds-checked and malformed input raises ``ValueError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .statevector import DeleteSet, StateVector, _read_delete_set, read_var_uint
+
+__all__ = ["UpdateSummary", "summarize_update"]
+
+_MAX_DEPTH = 64  # nesting of lib0 "any" values
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSummary:
+    """What an update carries and what it refers to.
+
+    ``ranges``: per client, the ``(first clock, end clock)`` ranges of its structs
+    (end exclusive; Skip structs, which stand for ranges the update does not
+    carry, split them). ``refs``: per client, one past the highest clock that an
+    item in the update refers to (origin, right origin, parent).
+    """
+
+    ranges: dict[int, list[tuple[int, int]]]
+    refs: dict[int, int]
+    delete_set: DeleteSet
+
+    @property
+    def clients(self) -> set[int]:
+        """Client ids whose items the update carries (not counting deletions)."""
+        return {client for client, ranges in self.ranges.items() if ranges}
+
+    def reach(self, state_vector: StateVector) -> StateVector:
+        """The state a document at ``state_vector`` reaches by integrating this update.
+
+        Per client, the known clock extended through the update's ranges that
+        connect to it; a range that starts beyond it (a gap) is not reached.
+        """
+        reach = dict(state_vector)
+        for client, spans in self.ranges.items():
+            have = reach.get(client, 0)
+            for start, end in sorted(spans):
+                if start > have:
+                    break
+                have = max(have, end)
+            if have:
+                reach[client] = have
+        return reach
+
+    def missing(self, state_vector: StateVector) -> dict[int, int]:
+        """What a document at ``state_vector`` lacks to integrate this update whole.
+
+        Returns ``{client: clock}`` for each client whose items (up to ``clock``)
+        the update depends on but neither the document nor the update has: a gap
+        before the update's own items, an item it refers to, or an item it deletes.
+        Empty when the update can be applied completely.
+        """
+        reach = self.reach(state_vector)
+        missing: dict[int, int] = {}
+
+        def need(client: int, clock: int) -> None:
+            if clock > reach.get(client, 0):
+                missing[client] = max(missing.get(client, 0), clock)
+
+        for client, spans in self.ranges.items():
+            for _, end in spans:
+                need(client, end)
+        for client, clock in self.refs.items():
+            need(client, clock)
+        for client, ranges in self.delete_set.items():
+            for clock, length in ranges:
+                need(client, clock + length)
+        return missing
+
+    def covered_by(self, state_vector: StateVector) -> bool:
+        """True if a document at ``state_vector`` already has every item of the update."""
+        return all(
+            end <= state_vector.get(client, 0)
+            for client, spans in self.ranges.items()
+            for _, end in spans
+        )
+
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def var_uint(self) -> int:
+        value, self.pos = read_var_uint(self.data, self.pos)
+        return value
+
+    def byte(self) -> int:
+        if self.pos >= len(self.data):
+            raise ValueError(f"truncated update at byte {self.pos}")
+        value = self.data[self.pos]
+        self.pos += 1
+        return value
+
+    def skip(self, count: int) -> None:
+        if count < 0 or self.pos + count > len(self.data):
+            raise ValueError(f"truncated update at byte {self.pos}")
+        self.pos += count
+
+    def var_bytes(self) -> bytes:
+        size = self.var_uint()
+        start = self.pos
+        self.skip(size)
+        return self.data[start : self.pos]
+
+    def var_string_utf16_length(self) -> int:
+        """Skip a lib0 string; return its length in UTF-16 code units (Yjs clocks)."""
+        raw = self.var_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError("invalid UTF-8 in an update string") from exc
+        return len(text.encode("utf-16-le")) // 2
+
+    def var_int(self) -> None:
+        """Skip a lib0 signed var-int."""
+        for _ in range(10):
+            if self.byte() < 0x80:
+                return
+        raise ValueError(f"variable-length integer at byte {self.pos} is too long")
+
+    def any(self, depth: int = 0) -> None:
+        """Skip one lib0 ``any`` value."""
+        if depth > _MAX_DEPTH:
+            raise ValueError("update nests values too deeply")
+        tag = self.byte()
+        if tag in (127, 126, 121, 120):  # undefined, null, false, true
+            return
+        if tag == 125:  # integer
+            self.var_int()
+        elif tag == 124:  # float32
+            self.skip(4)
+        elif tag in (123, 122):  # float64, bigint
+            self.skip(8)
+        elif tag == 119:  # string
+            self.var_bytes()
+        elif tag == 118:  # object
+            for _ in range(self._count()):
+                self.var_bytes()
+                self.any(depth + 1)
+        elif tag == 117:  # array
+            for _ in range(self._count()):
+                self.any(depth + 1)
+        elif tag == 116:  # Uint8Array
+            self.var_bytes()
+        else:
+            raise ValueError(f"unknown value type {tag} in update")
+
+    def _count(self) -> int:
+        count = self.var_uint()
+        if count > len(self.data) - self.pos:  # every element takes at least one byte
+            raise ValueError(f"update claims {count} elements in {len(self.data) - self.pos} bytes")
+        return count
+
+
+def _ref(reader: _Reader, refs: dict[int, int]) -> None:
+    client = reader.var_uint()
+    clock = reader.var_uint()
+    if refs.get(client, 0) <= clock:
+        refs[client] = clock + 1
+
+
+def _item_length(reader: _Reader, info: int, refs: dict[int, int]) -> int:
+    """Skip an item's header and content; return its length in clock ticks."""
+    if info & 0x80:  # origin
+        _ref(reader, refs)
+    if info & 0x40:  # right origin
+        _ref(reader, refs)
+    if not info & 0xC0:  # no origins: the parent is written out
+        if reader.var_uint() == 1:  # parent is a root type, by name
+            reader.var_bytes()
+        else:  # parent is an item id
+            _ref(reader, refs)
+        if info & 0x20:  # parent sub (map key)
+            reader.var_bytes()
+    kind = info & 0x1F
+    if kind == 1:  # deleted
+        return reader.var_uint()
+    if kind == 2:  # JSON
+        count = reader._count()
+        for _ in range(count):
+            reader.var_bytes()
+        return count
+    if kind == 3:  # binary
+        reader.var_bytes()
+        return 1
+    if kind == 4:  # string
+        return reader.var_string_utf16_length()
+    if kind == 5:  # embed
+        reader.var_bytes()
+        return 1
+    if kind == 6:  # format
+        reader.var_bytes()
+        reader.var_bytes()
+        return 1
+    if kind == 7:  # type
+        type_ref = reader.var_uint()
+        if type_ref in (3, 5):  # XmlElement, XmlHook carry a name
+            reader.var_bytes()
+        return 1
+    if kind == 8:  # any
+        count = reader._count()
+        for _ in range(count):
+            reader.any()
+        return count
+    if kind == 9:  # subdocument
+        reader.var_bytes()
+        reader.any()
+        return 1
+    raise ValueError(f"unknown content type {kind} in update")
+
+
+def summarize_update(update: bytes) -> UpdateSummary:
+    """Read which clock ranges, per client, ``update`` carries, and its delete set.
+
+    Raises ``ValueError`` if ``update`` is not a well-formed v1 update.
+    """
+    reader = _Reader(update)
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    refs: dict[int, int] = {}
+    for _ in range(reader._count()):
+        structs = reader._count()
+        client = reader.var_uint()
+        clock = reader.var_uint()
+        spans = ranges.setdefault(client, [])
+        for _ in range(structs):
+            info = reader.byte()
+            kind = info & 0x1F
+            # GC and Skip structs are a bare length; yrs may write zero-length items.
+            length = reader.var_uint() if kind in (0, 10) else _item_length(reader, info, refs)
+            if kind != 10 and length:
+                if spans and spans[-1][1] == clock:
+                    spans[-1] = (spans[-1][0], clock + length)
+                else:
+                    spans.append((clock, clock + length))
+            clock += length
+    delete_set, pos = _read_delete_set(update, reader.pos)
+    if pos != len(update):
+        raise ValueError(f"{len(update) - pos} trailing bytes after the update")
+    return UpdateSummary(ranges, refs, delete_set)

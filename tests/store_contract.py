@@ -1,0 +1,233 @@
+"""The contract every :class:`crdtsync.store.Store` must meet.
+
+Each backend's test module subclasses :class:`StoreContract` and implements
+``make_store`` and ``reopen`` (automerge-repo's ``runStorageAdapterTests`` shape).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from crdtsync import StoreError
+from crdtsync.ids import DocId
+from crdtsync.store import (
+    EMPTY_SNAPSHOT,
+    EntryKind,
+    NewEntry,
+    OutboxEntry,
+    Store,
+)
+
+DOC = DocId("doc-a")
+OTHER = DocId("doc-b")
+
+
+def local(seq: int, data: bytes = b"local") -> NewEntry:
+    return NewEntry(EntryKind.LOCAL, data + str(seq).encode(), seq)
+
+
+def remote(data: bytes = b"remote") -> NewEntry:
+    return NewEntry(EntryKind.REMOTE, data)
+
+
+class StoreContract:
+    """Behaviour shared by every store. Subclasses provide the two factories."""
+
+    @pytest.fixture
+    def store(self) -> Store:
+        raise NotImplementedError
+
+    def reopen(self, store: Store) -> Store:
+        """Close ``store`` and open the same storage again (a restart)."""
+        raise NotImplementedError
+
+    # -- identity -----------------------------------------------------------
+
+    def test_is_a_store(self, store: Store) -> None:
+        assert isinstance(store, Store)
+
+    def test_replica_id_is_stable_across_reopen(self, store: Store) -> None:
+        replica_id = store.replica_id()
+        assert replica_id
+        store = self.reopen(store)
+        assert store.replica_id() == replica_id
+        store.close()
+
+    # -- documents ------------------------------------------------------------
+
+    def test_new_document_is_empty(self, store: Store) -> None:
+        info = store.create_document(DOC, 1234)
+        assert (info.doc_id, info.client_id, info.acked_seq, info.last_seq) == (DOC, 1234, 0, 0)
+        loaded = store.load_document(DOC)
+        assert loaded is not None
+        assert loaded.snapshot == EMPTY_SNAPSHOT
+        assert loaded.entries == []
+        assert store.documents() == [DOC]
+
+    def test_unknown_document(self, store: Store) -> None:
+        assert store.load_document(DOC) is None
+        assert store.document_info(DOC) is None
+        assert store.documents() == []
+
+    def test_create_twice_is_an_error(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        with pytest.raises(ValueError, match="exists"):
+            store.create_document(DOC, 2)
+        info = store.document_info(DOC)
+        assert info is not None
+        assert info.client_id == 1
+
+    def test_documents_are_sorted_and_independent(self, store: Store) -> None:
+        store.create_document(OTHER, 2)
+        store.create_document(DOC, 1)
+        store.append(DOC, [local(1)])
+        store.append(OTHER, [remote(b"x"), remote(b"y")])
+        assert store.documents() == [DOC, OTHER]
+        a, b = store.load_document(DOC), store.load_document(OTHER)
+        assert a is not None and b is not None
+        assert [e.data for e in a.entries] == [b"local1"]
+        assert [e.data for e in b.entries] == [b"x", b"y"]
+
+    # -- appending --------------------------------------------------------------
+
+    def test_append_keeps_order_kinds_and_seqs(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        ids = store.append(DOC, [local(1), remote(), local(2)])
+        ids += store.append(DOC, [NewEntry(EntryKind.PENDING, b"p")])
+        assert ids == sorted(ids) and len(set(ids)) == 4
+        loaded = store.load_document(DOC)
+        assert loaded is not None
+        assert [(e.id, e.kind, e.seq) for e in loaded.entries] == [
+            (ids[0], EntryKind.LOCAL, 1),
+            (ids[1], EntryKind.REMOTE, None),
+            (ids[2], EntryKind.LOCAL, 2),
+            (ids[3], EntryKind.PENDING, None),
+        ]
+        assert loaded.info.last_seq == 2
+
+    def test_append_survives_reopen(self, store: Store) -> None:
+        store.create_document(DOC, 77)
+        store.append(DOC, [local(1), remote()])
+        store = self.reopen(store)
+        try:
+            loaded = store.load_document(DOC)
+            assert loaded is not None
+            assert loaded.info.client_id == 77
+            assert [e.data for e in loaded.entries] == [b"local1", b"remote"]
+            assert store.outbox(DOC) == [OutboxEntry(1, b"local1")]
+            ids = store.append(DOC, [local(2)])
+            assert ids[0] > loaded.entries[-1].id
+        finally:
+            store.close()
+
+    def test_sequence_numbers_must_increase(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        store.append(DOC, [local(1)])
+        with pytest.raises(ValueError):
+            store.append(DOC, [local(1)])
+        with pytest.raises(ValueError):
+            store.append(DOC, [NewEntry(EntryKind.LOCAL, b"no seq")])
+        with pytest.raises(ValueError):
+            store.append(DOC, [NewEntry(EntryKind.REMOTE, b"r", 5)])
+
+    def test_failed_append_writes_nothing(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        with pytest.raises(ValueError):
+            store.append(DOC, [local(1), local(1)])
+        loaded = store.load_document(DOC)
+        assert loaded is not None
+        assert loaded.entries == []
+        assert loaded.info.last_seq == 0
+
+    # -- outbox ------------------------------------------------------------------
+
+    def test_outbox_and_acknowledge(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        store.append(DOC, [local(1), remote(), local(2), local(3)])
+        assert [e.seq for e in store.outbox(DOC)] == [1, 2, 3]
+        info = store.acknowledge(DOC, 2)
+        assert (info.acked_seq, info.pending) == (2, 1)
+        assert store.outbox(DOC) == [OutboxEntry(3, b"local3")]
+        assert store.acknowledge(DOC, 1).acked_seq == 2  # an older ack changes nothing
+        with pytest.raises(ValueError, match="never issued"):
+            store.acknowledge(DOC, 4)
+        store = self.reopen(store)
+        try:
+            info2 = store.document_info(DOC)
+            assert info2 is not None
+            assert (info2.acked_seq, info2.last_seq, info2.pending) == (2, 3, 1)
+            assert [e.seq for e in store.outbox(DOC)] == [3]
+        finally:
+            store.close()
+
+    # -- compaction ---------------------------------------------------------------
+
+    def test_replace_snapshot_drops_keeps_and_carries(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        ids = store.append(DOC, [local(1), remote(), local(2)])
+        store.acknowledge(DOC, 1)
+        store.replace_snapshot(
+            DOC, b"SNAP", ids[-1], drop=ids[:2], carry=[NewEntry(EntryKind.PENDING, b"wait")]
+        )
+        loaded = store.load_document(DOC)
+        assert loaded is not None
+        assert loaded.snapshot == b"SNAP"
+        assert loaded.snapshot_upto == ids[-1]
+        # Entries after the snapshot: only the carried one.
+        assert [(e.kind, e.data) for e in loaded.entries] == [(EntryKind.PENDING, b"wait")]
+        # The unacknowledged local entry survived compaction, in the outbox.
+        assert store.outbox(DOC) == [OutboxEntry(2, b"local2")]
+        store = self.reopen(store)
+        try:
+            again = store.load_document(DOC)
+            assert again is not None
+            assert (again.snapshot, again.snapshot_upto) == (b"SNAP", ids[-1])
+            assert [e.data for e in again.entries] == [b"wait"]
+            # Sequence numbers are never issued twice, even after compaction.
+            assert again.info.last_seq == 2
+            with pytest.raises(ValueError):
+                store.append(DOC, [local(2)])
+            store.append(DOC, [local(3)])
+        finally:
+            store.close()
+
+    def test_seq_not_reused_after_everything_is_compacted(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        ids = store.append(DOC, [local(1), local(2)])
+        store.acknowledge(DOC, 2)
+        store.replace_snapshot(DOC, b"S", ids[-1], drop=ids)
+        store = self.reopen(store)
+        try:
+            info = store.document_info(DOC)
+            assert info is not None
+            assert (info.last_seq, info.acked_seq, info.pending) == (2, 2, 0)
+            new_ids = store.append(DOC, [local(3)])
+            assert new_ids[0] > ids[-1]
+        finally:
+            store.close()
+
+    def test_carrying_local_entries_is_refused(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        ids = store.append(DOC, [local(1)])
+        with pytest.raises(ValueError):
+            store.replace_snapshot(DOC, b"S", ids[-1], drop=[], carry=[local(2)])
+
+    def test_binary_data_round_trips(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        blob = bytes(range(256)) * 40
+        store.append(DOC, [NewEntry(EntryKind.REMOTE, blob)])
+        store = self.reopen(store)
+        try:
+            loaded = store.load_document(DOC)
+            assert loaded is not None
+            assert loaded.entries[0].data == blob
+        finally:
+            store.close()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def test_closed_store_refuses_calls(self, store: Store) -> None:
+        store.close()
+        store.close()  # twice is harmless
+        with pytest.raises(StoreError):
+            store.documents()
