@@ -1,7 +1,7 @@
 """The ``crdtsync`` command: inspect a local store, or run the offline demo.
 
-    crdtsync info PATH            replica id, documents, pending counts, sizes
-    crdtsync demo [--store PATH]  offline edits that survive a restart
+crdtsync info PATH            replica id, documents, pending counts, sizes
+crdtsync demo [--store PATH]  offline edits that survive a restart
 """
 
 from __future__ import annotations

@@ -144,9 +144,7 @@ class Replica:
         compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
     ) -> None:
         if durability not in ("normal", "full", "memory"):
-            raise ValueError(
-                f"durability must be 'normal', 'full' or 'memory', not {durability!r}"
-            )
+            raise ValueError(f"durability must be 'normal', 'full' or 'memory', not {durability!r}")
         if store is not None:
             if path is not None:
                 raise ValueError("pass either a path or a store, not both")
@@ -187,14 +185,19 @@ class Replica:
         """Close the store. Opened documents stay readable; editing them then raises
         :class:`~crdtsync.errors.ReplicaClosedError` (wrapped by pycrdt in an
         ``ExceptionGroup``) because the change could not be stored.
+        Changes an earlier failed write kept in memory get one more attempt.
         Calling ``close()`` twice is harmless.
         """
         if self._closed:
             return
+        try:
+            self.flush()  # a last chance for changes a failed write kept in memory
+        except StoreError as exc:
+            unsaved = ", ".join(d.doc_id for d in self._docs.values() if d.unsaved)
+            logger.error(
+                "closing replica with changes that could not be stored (%s): %s", unsaved, exc
+            )
         self._closed = True
-        unsaved = [d.doc_id for d in self._docs.values() if d.unsaved]
-        if unsaved:
-            logger.error("closing replica with unsaved changes in %s", ", ".join(unsaved))
         self._store.close()
         logger.debug("replica %s closed", self._replica_id)
 
@@ -211,9 +214,7 @@ class Replica:
 
     def __del__(self) -> None:
         if not getattr(self, "_closed", True):
-            warnings.warn(
-                f"unclosed Replica {self._replica_id}", ResourceWarning, stacklevel=2
-            )
+            warnings.warn(f"unclosed Replica {self._replica_id}", ResourceWarning, stacklevel=2)
             self.close()
 
     def _check_open(self) -> None:
@@ -386,9 +387,7 @@ class Replica:
             state.doc.apply_update(update)
         except ExceptionGroup as group:  # a store failure raised from our observer
             store_errors = group.subgroup(StoreError)
-            if store_errors is not None and len(store_errors.exceptions) == len(
-                group.exceptions
-            ):
+            if store_errors is not None and len(store_errors.exceptions) == len(group.exceptions):
                 raise store_errors.exceptions[0] from group
             raise
         except (ValueError, RuntimeError) as exc:

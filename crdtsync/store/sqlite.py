@@ -152,8 +152,7 @@ def check_sqlite_header(path: Path) -> None:
         return
     if valid_for == change_counter and size < page_count * page_size:
         raise StoreCorruptError(
-            f"{path} is truncated: {size} bytes where its header says "
-            f"{page_count * page_size}"
+            f"{path} is truncated: {size} bytes where its header says {page_count * page_size}"
         )
 
 
@@ -321,8 +320,7 @@ class SQLiteStore:
 
     def _load_doc_row(self, doc_id: DocId) -> _Doc | None:
         row = self._db.execute(
-            "SELECT num, client_id, acked_seq, seq_floor, snapshot_upto FROM docs"
-            " WHERE doc_id = ?",
+            "SELECT num, client_id, acked_seq, seq_floor, snapshot_upto FROM docs WHERE doc_id = ?",
             (doc_id,),
         ).fetchone()
         if row is None:
