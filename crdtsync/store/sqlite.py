@@ -8,8 +8,11 @@ Layout (schema version 1, kept in ``PRAGMA user_version``)::
 
 Log ids carry the document number in their high bits, so one document's log is
 a contiguous rowid range: appending touches one B-tree page and reading a
-document needs no secondary index. That keeps a durable one-edit commit cheap
-(see benchmarks/README.md). Every blob carries a CRC-32 checked on read.
+document needs no secondary index. With 1 KiB pages and the exclusive lock (no
+shared-memory WAL index), a durable one-edit commit costs about 5 µs here
+against about 14 µs for a rowid table with a (doc, id) index (measured while
+designing it; the end-to-end figures are in benchmarks/results/local.md).
+Every blob carries a CRC-32 checked on read.
 
 The file is opened with ``locking_mode=EXCLUSIVE``: a second process (or a
 second store object) cannot open it while it is in use. Two writers would
