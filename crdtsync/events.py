@@ -4,6 +4,11 @@ Events are frozen dataclasses; an observer is a plain callable registered with
 :meth:`crdtsync.Replica.observe`, called synchronously after the change it
 reports is stored. An observer that raises is logged and does not affect the
 replica or the other observers.
+
+Like pycrdt's own observers, an event caused by an edit is delivered while
+pycrdt is still committing that edit's transaction: the observer must not read
+or change the document then (pycrdt raises "Already borrowed"). Update a
+counter or a label, or schedule the work (``loop.call_soon``) instead.
 """
 
 from __future__ import annotations

@@ -29,18 +29,34 @@ import logging
 import os
 import secrets
 import warnings
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import TracebackType
 from typing import Any, Literal
 
 import pycrdt
 
-from .errors import InvalidUpdateError, ReplicaClosedError, StoreCorruptError, StoreError
+from .errors import (
+    InvalidUpdateError,
+    ReplicaClosedError,
+    StoreCorruptError,
+    StoreError,
+    StoreLockedError,
+)
 from .events import PendingChanged, ReplicaEvent
 from .ids import DocId, ReplicaId, check_doc_id
 from .statevector import decode_state_vector, same_state
-from .store.base import EMPTY_SNAPSHOT, EntryKind, NewEntry, OutboxEntry, Store, StoredDocument
+from .store.base import (
+    EMPTY_SNAPSHOT,
+    DocumentInfo,
+    EntryKind,
+    NewEntry,
+    OutboxEntry,
+    Store,
+    StoredDocument,
+)
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore
 from .update import UpdateSummary, summarize_update
@@ -52,6 +68,8 @@ logger = logging.getLogger(__name__)
 Durability = Literal["normal", "full", "memory"]
 
 _EMPTY_UPDATE = b"\x00\x00"
+# Stores in use by a Replica: two replicas writing one store would share client ids.
+_CLAIMED: weakref.WeakSet[Store] = weakref.WeakSet()
 _LOAD_GROUP = 100  # updates applied per transaction when rebuilding a document
 _MERGE_GROUP = 1000  # bound on updates merged at once (merge_updates is quadratic)
 DEFAULT_COMPACT_MIN_BYTES = 256 * 1024
@@ -155,6 +173,13 @@ class Replica:
             durability = "memory"
         else:
             store = SQLiteStore(path, durability)
+        if store in _CLAIMED:
+            raise StoreLockedError("this store is already used by another Replica")
+        _CLAIMED.add(store)
+        if isinstance(store, SQLiteStore):
+            durability = store.durability
+        elif isinstance(store, MemoryStore):
+            durability = "memory"
         self._store: Store = store
         self.durability: Durability = durability
         self.compact_min_bytes = compact_min_bytes
@@ -162,6 +187,7 @@ class Replica:
         self._docs: dict[DocId, _OpenDoc] = {}
         self._observers: list[Callable[[ReplicaEvent], None]] = []
         self._closed = False
+        self._stored = 0  # entries stored since open: tells apply_remote what it changed
         logger.debug("replica %s opened (durability=%s)", self._replica_id, durability)
 
     # -- identity and lifecycle ------------------------------------------------
@@ -198,6 +224,7 @@ class Replica:
                 "closing replica with changes that could not be stored (%s): %s", unsaved, exc
             )
         self._closed = True
+        _CLAIMED.discard(self._store)
         self._store.close()
         logger.debug("replica %s closed", self._replica_id)
 
@@ -249,8 +276,19 @@ class Replica:
             info = self._store.create_document(doc_id, _new_client_id())
             stored = StoredDocument(info, EMPTY_SNAPSHOT, 0, [])
             logger.debug("created document %r (client id %d)", doc_id, info.client_id)
+        elif self._store.unclean:
+            # Writes the store reported durable may be lost (power loss in "normal"
+            # durability) while peers have them: never reuse their clocks.
+            info = self._store.set_client_id(doc_id, _new_client_id())
+            logger.warning(
+                "document %r: new client id %d after an unclean shutdown (was %d)",
+                doc_id,
+                info.client_id,
+                stored.info.client_id,
+            )
+            stored = StoredDocument(info, stored.snapshot, stored.snapshot_upto, stored.entries)
         info = stored.info
-        doc, held = _rebuild(stored)
+        doc, held, rejected = _rebuild(stored)
         state = _OpenDoc(
             doc_id=doc_id,
             doc=doc,
@@ -261,13 +299,28 @@ class Replica:
             log_bytes=sum(len(e.data) for e in stored.entries),
             held=held,
         )
-        state.subscription = doc.observe(lambda event: self._on_transaction(state, event))
+        self._discard(state, rejected)
+        state.subscription = doc.observe(partial(self._on_transaction, state))
         self._auto_compact(state)
         return state
 
     def client_id(self, doc_id: str) -> int:
-        """The 32-bit pycrdt client id this replica writes ``doc_id`` under."""
-        return self._state(doc_id).client_id
+        """The 32-bit pycrdt client id this replica writes ``doc_id`` under.
+
+        Raises ``KeyError`` if the store has no such document.
+        """
+        state = self._docs.get(check_doc_id(doc_id))
+        if state is not None:
+            return state.client_id
+        return self._info(doc_id).client_id
+
+    def _info(self, doc_id: str) -> DocumentInfo:
+        """The stored bookkeeping of ``doc_id``, without loading (or creating) it."""
+        self._check_open()
+        info = self._store.document_info(check_doc_id(doc_id))
+        if info is None:
+            raise KeyError(f"no document {doc_id!r} in this replica")
+        return info
 
     def _state(self, doc_id: str) -> _OpenDoc:
         self.open(doc_id)
@@ -299,6 +352,7 @@ class Replica:
         except StoreError:
             self._keep_unsaved(state, [_Unsaved(kind, update)])
             raise
+        self._stored += 1
         state.log_bytes += len(update)
         if seq is not None:
             state.last_seq = seq
@@ -322,6 +376,7 @@ class Replica:
             self._keep_unsaved(state, items)
             raise
         state.unsaved = []
+        self._stored += len(items)
         local_written = seq != state.last_seq
         state.last_seq = seq
         state.log_bytes += sum(len(item.data) for item in items)
@@ -354,11 +409,12 @@ class Replica:
         The change is stored (never in the outbox) before this returns, and the
         document's observers fire as for any change. An update whose
         dependencies have not arrived yet is stored and held, and applied as
-        soon as they have. Returns True if the document changed or a new
-        update is now held; False if the update was already known.
+        soon as they have. Returns True if something new was stored (a change,
+        or an update now held); False if the update was already known.
 
         Raises :class:`~crdtsync.errors.InvalidUpdateError` if the update cannot
-        be decoded (nothing is applied or stored then).
+        be decoded (nothing is applied or stored then), or if pycrdt rejects it
+        part-way (what it integrated before failing is stored).
         """
         state = self._state(doc_id)
         if not isinstance(update, bytes):
@@ -367,18 +423,19 @@ class Replica:
             summary = summarize_update(update)
         except ValueError as exc:
             raise InvalidUpdateError(f"update for {doc_id!r} rejected: {exc}") from exc
-        doc = state.doc
-        before = state.log_bytes
-        if summary.missing(decode_state_vector(doc.get_state())):
+        before = self._stored
+        if summary.missing(decode_state_vector(state.doc.get_state())):
             if any(held.update == update for held in state.held):
                 return False
+            _check_decodes(doc_id, update)
             self._write(state, [*state.unsaved, _Unsaved(EntryKind.PENDING, update)])
             state.held.append(_Held(update, summary))
             logger.debug("holding an update for %r until its dependencies arrive", doc_id)
             return True
         self._integrate(state, update)
-        self._release_held(state)
-        return state.log_bytes != before
+        rejected = _release(state.doc, state.held, partial(self._integrate, state))
+        self._discard(state, rejected)
+        return self._stored != before
 
     def _integrate(self, state: _OpenDoc, update: bytes) -> None:
         """Apply a remote update whose dependencies are all present; the observer stores it."""
@@ -397,18 +454,29 @@ class Replica:
         finally:
             state.remote = False
 
-    def _release_held(self, state: _OpenDoc) -> None:
-        """Apply every held update whose dependencies are now present."""
-        progress = bool(state.held)
-        while progress:
-            progress = False
-            have = decode_state_vector(state.doc.get_state())
-            for held in list(state.held):
-                if not held.summary.missing(have):
-                    state.held.remove(held)
-                    self._integrate(state, held.update)
-                    progress = True
-                    break
+    def _discard(self, state: _OpenDoc, rejected: Sequence[_Held]) -> None:
+        """Forget held updates pycrdt refused once their dependencies arrived.
+
+        Whatever part of them pycrdt integrated before failing was stored by the
+        observer; the rest can never apply, so its PENDING entry is removed
+        rather than left to fail every rebuild.
+        """
+        if not rejected:
+            return
+        bad = {held.update for held in rejected}
+        stored = self._store.load_document(state.doc_id)
+        ids = (
+            []
+            if stored is None
+            else [e.id for e in stored.entries if e.kind is EntryKind.PENDING and e.data in bad]
+        )
+        self._store.remove_entries(state.doc_id, ids)
+        for held in rejected:
+            logger.warning(
+                "discarded a held update for %r that pycrdt rejected: %s",
+                state.doc_id,
+                held.update[:64].hex(),
+            )
 
     # -- outbox --------------------------------------------------------------------
 
@@ -423,9 +491,15 @@ class Replica:
         return 0 if info is None else info.pending
 
     def outbox(self, doc_id: str) -> list[OutboxEntry]:
-        """The unacknowledged local updates of ``doc_id``, in order, with their sequence numbers."""
-        state = self._state(doc_id)
-        return self._store.outbox(state.doc_id)
+        """The unacknowledged local updates of ``doc_id``, in order, with their sequence numbers.
+
+        Empty for a document the store does not have. Does not load the document.
+        """
+        self._check_open()
+        key = check_doc_id(doc_id)
+        if key not in self._docs and self._store.document_info(key) is None:
+            return []
+        return self._store.outbox(key)
 
     def pending_batches(self, doc_id: str, max_bytes: int = 1 << 20) -> list[PendingBatch]:
         """The outbox of ``doc_id`` merged into as few updates as fit ``max_bytes`` each.
@@ -458,14 +532,22 @@ class Replica:
         """A relay durably stored every local update of ``doc_id`` up to ``seq``.
 
         Drops those entries from the outbox (they stay in the document's history).
-        Acknowledging an older ``seq`` again is harmless.
+        Acknowledging an older ``seq`` again is harmless. Raises ``KeyError`` for
+        a document the store does not have, ``ValueError`` for a ``seq`` never issued.
         """
-        state = self._state(doc_id)
+        key = check_doc_id(doc_id)
+        state = self._docs.get(key)
+        if state is None:  # not loaded: no need to load it to acknowledge
+            before = self._info(key).acked_seq
+            info = self._store.acknowledge(key, seq)
+            if info.acked_seq != before:
+                self._emit(PendingChanged(key, info.pending))
+            return
         if seq <= state.acked_seq:
             return
-        info = self._store.acknowledge(state.doc_id, seq)
+        info = self._store.acknowledge(key, seq)
         state.acked_seq = info.acked_seq
-        self._emit(PendingChanged(state.doc_id, state.pending))
+        self._emit(PendingChanged(key, state.pending))
 
     # -- compaction ------------------------------------------------------------------
 
@@ -505,7 +587,7 @@ class Replica:
         stored = self._store.load_document(state.doc_id)
         if stored is None:  # pragma: no cover - the document was created on open
             raise StoreCorruptError(f"document {state.doc_id!r} vanished from the store")
-        doc, held = _rebuild(stored)
+        doc, held, _ = _rebuild(stored)  # rejected held updates are simply not carried
         snapshot = doc.get_update()
         # Verify before deleting anything: the snapshot alone must rebuild the same
         # items and deletions (state vector and delete set).
@@ -546,7 +628,9 @@ class Replica:
     def observe(self, callback: Callable[[ReplicaEvent], None]) -> Callable[[], None]:
         """Call ``callback(event)`` for every replica event; return a function that stops it.
 
-        Events so far: :class:`~crdtsync.events.PendingChanged`.
+        Events so far: :class:`~crdtsync.events.PendingChanged`. Events caused by
+        an edit arrive during pycrdt's commit of it: do not read or change the
+        document from the callback (see :mod:`crdtsync.events`).
         """
         self._observers.append(callback)
 
@@ -564,12 +648,12 @@ class Replica:
                 logger.exception("replica observer %r failed on %r", callback, event)
 
 
-def _rebuild(stored: StoredDocument) -> tuple[pycrdt.Doc[Any], list[_Held]]:
+def _rebuild(stored: StoredDocument) -> tuple[pycrdt.Doc[Any], list[_Held], list[_Held]]:
     """A new Doc holding the stored snapshot and log, writing under the stored client id.
 
     Entries are applied in log order; PENDING entries are held until their
     dependencies are present, exactly as :meth:`Replica.apply_remote` does live.
-    Returns the document and the updates still held.
+    Returns the document, the updates still held, and held updates pycrdt rejected.
     """
     doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=stored.info.client_id)
     held: list[_Held] = []
@@ -584,21 +668,47 @@ def _rebuild(stored: StoredDocument) -> tuple[pycrdt.Doc[Any], list[_Held]]:
             if len(group) >= _LOAD_GROUP:
                 _apply_group(doc, group)
         _apply_group(doc, group)
-        progress = bool(held)
-        while progress:
-            progress = False
-            have = decode_state_vector(doc.get_state())
-            for item in list(held):
-                if not item.summary.missing(have):
-                    held.remove(item)
-                    doc.apply_update(item.update)
-                    progress = True
-                    break
     except (ValueError, RuntimeError) as exc:
         raise StoreCorruptError(
             f"document {stored.info.doc_id!r} cannot be rebuilt from the store: {exc}"
         ) from exc
-    return doc, held
+    rejected = _release(doc, held, doc.apply_update)
+    return doc, held, rejected
+
+
+def _release(
+    doc: pycrdt.Doc[Any], held: list[_Held], apply: Callable[[bytes], None]
+) -> list[_Held]:
+    """Apply (with ``apply``) and remove from ``held`` every update whose dependencies
+    ``doc`` now has, until none is ready. Returns those pycrdt rejected."""
+    rejected: list[_Held] = []
+    progress = bool(held)
+    while progress:
+        progress = False
+        have = decode_state_vector(doc.get_state())
+        for item in held:
+            if not item.summary.missing(have):
+                held.remove(item)
+                try:
+                    apply(item.update)
+                except (InvalidUpdateError, ValueError, RuntimeError):
+                    rejected.append(item)
+                progress = True
+                break
+    return rejected
+
+
+def _check_decodes(doc_id: str, update: bytes) -> None:
+    """Raise :class:`InvalidUpdateError` unless pycrdt can decode ``update``.
+
+    Used before holding an update: the header reader does not look inside
+    content, and a held update is only given to the document later.
+    """
+    scratch: pycrdt.Doc[Any] = pycrdt.Doc()
+    try:
+        scratch.apply_update(update)
+    except (ValueError, RuntimeError) as exc:
+        raise InvalidUpdateError(f"update for {doc_id!r} rejected: {exc}") from exc
 
 
 def _apply_group(doc: pycrdt.Doc[Any], group: list[bytes]) -> None:

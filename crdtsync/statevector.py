@@ -26,6 +26,7 @@ __all__ = [
     "decode_delete_set",
     "decode_state_vector",
     "doc_state",
+    "read_delete_set",
     "read_var_uint",
     "same_state",
 ]
@@ -78,7 +79,8 @@ def covers(have: Mapping[int, int], need: Mapping[int, int]) -> bool:
     return all(have.get(client, 0) >= clock for client, clock in need.items())
 
 
-def _read_delete_set(data: bytes, pos: int) -> tuple[DeleteSet, int]:
+def read_delete_set(data: bytes, pos: int) -> tuple[DeleteSet, int]:
+    """Read an encoded delete set at ``pos``; return it (sorted, merged) and the next position."""
     count, pos = read_var_uint(data, pos)
     result: DeleteSet = {}
     for _ in range(count):
@@ -109,7 +111,7 @@ def decode_delete_set(data: bytes) -> DeleteSet:
     Ranges are returned sorted and merged, so equal sets compare equal.
     Raises ``ValueError`` on malformed or trailing data.
     """
-    result, pos = _read_delete_set(data, 0)
+    result, pos = read_delete_set(data, 0)
     if pos != len(data):
         raise ValueError(f"{len(data) - pos} trailing bytes after the delete set")
     return result
@@ -123,7 +125,7 @@ def doc_state(doc: pycrdt.Doc[Any]) -> tuple[StateVector, DeleteSet]:
     """
     # A pycrdt snapshot encodes exactly this: the delete set, then the state vector.
     encoded = pycrdt.Snapshot.from_doc(doc).encode()
-    delete_set, pos = _read_delete_set(encoded, 0)
+    delete_set, pos = read_delete_set(encoded, 0)
     return decode_state_vector(encoded[pos:]), delete_set
 
 

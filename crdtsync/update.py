@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .statevector import DeleteSet, StateVector, _read_delete_set, read_var_uint
+from .statevector import DeleteSet, StateVector, read_delete_set, read_var_uint
 
 __all__ = ["UpdateSummary", "summarize_update"]
 
@@ -91,14 +91,6 @@ class UpdateSummary:
             for clock, length in ranges:
                 need(client, clock + length)
         return missing
-
-    def covered_by(self, state_vector: StateVector) -> bool:
-        """True if a document at ``state_vector`` already has every item of the update."""
-        return all(
-            end <= state_vector.get(client, 0)
-            for client, spans in self.ranges.items()
-            for _, end in spans
-        )
 
 
 class _Reader:
@@ -261,7 +253,7 @@ def summarize_update(update: bytes) -> UpdateSummary:
                 else:
                     spans.append((clock, clock + length))
             clock += length
-    delete_set, pos = _read_delete_set(update, reader.pos)
+    delete_set, pos = read_delete_set(update, reader.pos)
     if pos != len(update):
         raise ValueError(f"{len(update) - pos} trailing bytes after the update")
     return UpdateSummary(ranges, refs, delete_set)

@@ -224,6 +224,69 @@ class StoreContract:
         finally:
             store.close()
 
+    def test_acknowledge_deletes_entries_a_snapshot_holds(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        ids = store.append(DOC, [local(1), local(2), local(3)])
+        store.replace_snapshot(DOC, b"S", ids[-1], drop=[])  # all three still in the outbox
+        store.acknowledge(DOC, 2)
+        store = self.reopen(store)
+        try:
+            assert store.outbox(DOC) == [OutboxEntry(3, b"local3")]
+            store.acknowledge(DOC, 3)
+            store.replace_snapshot(DOC, b"S2", ids[-1], drop=[])
+            loaded = store.load_document(DOC)
+            assert loaded is not None
+            assert loaded.entries == [] and store.outbox(DOC) == []
+            info = store.document_info(DOC)
+            assert info is not None and info.pending == 0
+        finally:
+            store.close()
+
+    def test_bad_carry_changes_nothing(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        ids = store.append(DOC, [remote(b"r1"), remote(b"r2")])
+        with pytest.raises(ValueError):
+            store.replace_snapshot(
+                DOC, b"NEW", ids[-1], drop=ids, carry=[NewEntry(EntryKind.REMOTE, b"x", 3)]
+            )
+        loaded = store.load_document(DOC)
+        assert loaded is not None
+        assert (loaded.snapshot, loaded.snapshot_upto) == (EMPTY_SNAPSHOT, 0)
+        assert [e.data for e in loaded.entries] == [b"r1", b"r2"]
+
+    def test_remove_entries(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        ids = store.append(DOC, [local(1), NewEntry(EntryKind.PENDING, b"p"), remote(b"r")])
+        with pytest.raises(ValueError, match="local"):
+            store.remove_entries(DOC, [ids[0]])
+        store.remove_entries(DOC, [ids[1]])
+        store = self.reopen(store)
+        try:
+            loaded = store.load_document(DOC)
+            assert loaded is not None
+            assert [e.data for e in loaded.entries] == [b"local1", b"r"]
+        finally:
+            store.close()
+
+    def test_set_client_id(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        assert store.set_client_id(DOC, 99).client_id == 99
+        store = self.reopen(store)
+        try:
+            info = store.document_info(DOC)
+            assert info is not None and info.client_id == 99
+        finally:
+            store.close()
+
+    def test_a_store_closed_cleanly_is_not_unclean(self, store: Store) -> None:
+        assert store.unclean is False
+        store.create_document(DOC, 1)
+        store = self.reopen(store)
+        try:
+            assert store.unclean is False
+        finally:
+            store.close()
+
     # -- lifecycle --------------------------------------------------------------------
 
     def test_closed_store_refuses_calls(self, store: Store) -> None:

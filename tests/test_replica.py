@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,9 @@ from crdtsync import (
     Replica,
     ReplicaClosedError,
     ReplicaEvent,
+    SQLiteStore,
+    StoreError,
+    StoreLockedError,
 )
 from crdtsync.statevector import decode_state_vector, doc_state
 from crdtsync.store import EntryKind, MemoryData
@@ -163,7 +168,9 @@ def test_bad_arguments(tmp_path: Path) -> None:
 
 def test_client_ids_are_32_bit_and_kept(reopen: Reopen) -> None:
     replica = reopen(None)
-    ids = {replica.client_id(name) for name in ("a", "b", "c")}
+    with pytest.raises(KeyError):
+        replica.client_id("a")  # asking does not create the document
+    ids = {replica.open(name).client_id for name in ("a", "b", "c")}
     assert all(0 < client_id < 2**32 for client_id in ids)
     assert replica.open("a").client_id == replica.client_id("a")
     replica = reopen(replica)
@@ -537,3 +544,128 @@ def test_held_update_is_reported_and_kept_verbatim(reopen: Reopen) -> None:
     for update in PEER_UPDATES[:4]:
         partial.apply_update(update)
     assert str(doc.get("text", type=pycrdt.Text)) == str(partial.get("text", type=pycrdt.Text))
+
+
+# -- regressions from review ---------------------------------------------------------
+
+# A refers to item <6#0>, which B creates; pycrdt decodes each alone but refuses A after B.
+HELD_THEN_REFUSED = bytes.fromhex("010206010701016101280006000178017c3f80000000")
+SUPPLIES_PARENT = bytes.fromhex("010106002801016d01610175027c3f8000007c4000000000")
+
+
+def test_a_held_update_pycrdt_refuses_later_is_discarded_not_fatal(
+    reopen: Reopen, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One bad update from a peer must never lock the user out of their document."""
+    replica = reopen(None)
+    replica.open("d").get("t", type=pycrdt.Text).insert(0, "my offline work")
+    assert replica.apply_remote("d", HELD_THEN_REFUSED) is True  # held: parent missing
+    with caplog.at_level(logging.WARNING, logger="crdtsync.replica"):
+        assert replica.apply_remote("d", SUPPLIES_PARENT) is True  # the valid one applies
+    assert "discarded a held update" in caplog.text
+    expected = replica.open("d").get("m", type=pycrdt.Map).to_py()
+    replica = reopen(replica)
+    doc = replica.open("d")  # still opens
+    assert str(doc.get("t", type=pycrdt.Text)) == "my offline work"
+    assert doc.get("m", type=pycrdt.Map).to_py() == expected
+    assert [e.seq for e in replica.outbox("d")] == [1]
+    stored = replica.store.load_document(D)
+    assert stored is not None
+    assert [e for e in stored.entries if e.kind is EntryKind.PENDING] == []
+
+
+def test_an_update_pycrdt_cannot_decode_is_never_held(reopen: Reopen) -> None:
+    """Headers that parse but content pycrdt cannot decode (type ref 99): rejected whole."""
+    replica = reopen(None)
+    with pytest.raises(InvalidUpdateError):
+        replica.apply_remote("d", bytes.fromhex("01010501070101746300"))
+    stored = replica.store.load_document(D)
+    assert stored is not None and stored.entries == []
+
+
+def test_apply_remote_reports_a_change_that_triggers_compaction(tmp_path: Path) -> None:
+    with Replica(tmp_path / "r.db", compact_min_bytes=64) as replica:
+        assert replica.apply_remote("d", _remote_edit("x" * 300)) is True
+        assert replica.apply_remote("d", _remote_edit("x" * 300)) is False
+
+
+def test_two_replicas_cannot_share_one_store() -> None:
+    store = MemoryStore()
+    first = Replica(store=store)
+    with pytest.raises(StoreLockedError):
+        Replica(store=store)
+    first.close()
+
+
+def test_bookkeeping_calls_do_not_create_documents(reopen: Reopen) -> None:
+    replica = reopen(None)
+    assert replica.outbox("typo") == []
+    assert replica.pending_batches("typo") == []
+    assert replica.pending("typo") == 0
+    with pytest.raises(KeyError):
+        replica.acknowledge("typo", 1)
+    with pytest.raises(KeyError):
+        replica.client_id("typo")
+    assert replica.documents() == []
+
+
+def test_acknowledging_an_unopened_document(reopen: Reopen) -> None:
+    replica = reopen(None)
+    text = replica.open("d").get("t", type=pycrdt.Text)
+    for char in "abc":
+        text += char
+    replica = reopen(replica)
+    events: list[ReplicaEvent] = []
+    replica.observe(events.append)
+    replica.acknowledge("d", 2)
+    assert events == [PendingChanged(D, 1)]
+    assert replica.pending("d") == 1
+
+
+def test_durability_is_reported_from_the_store(tmp_path: Path) -> None:
+    with Replica(store=SQLiteStore(tmp_path / "f.db", "full")) as replica:
+        assert replica.durability == "full"
+    with Replica(store=MemoryStore()) as replica:
+        assert replica.durability == "memory"
+
+
+def test_acknowledged_outbox_is_deleted_after_compaction(tmp_path: Path) -> None:
+    """Offline for a long time, compacted, then everything acknowledged: the log empties."""
+    with Replica(tmp_path / "r.db") as replica:
+        _fill(replica, 1000)
+        replica.compact("d")
+        replica.acknowledge("d", 1000)
+        replica.compact("d")
+        stored = replica.store.load_document(D)
+        assert stored is not None and stored.entries == []
+        assert replica.outbox("d") == []
+    conn = sqlite3.connect(tmp_path / "r.db")
+    try:
+        assert conn.execute("SELECT count(*) FROM log").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_a_replica_belongs_to_its_thread(tmp_path: Path) -> None:
+    """An edit from another thread cannot be stored there; it is kept, never lost, and
+    stored by the owning thread's next write."""
+    with Replica(tmp_path / "r.db") as replica:
+        text = replica.open("d").get("t", type=pycrdt.Text)
+        errors: list[BaseException] = []
+
+        def edit() -> None:
+            try:
+                text.insert(0, "from a thread ")
+            except ExceptionGroup as group:
+                errors.append(group)
+
+        worker = threading.Thread(target=edit)
+        worker.start()
+        worker.join()
+        assert len(errors) == 1
+        assert errors[0].subgroup(StoreError) is not None
+        assert replica.pending("d") == 1  # kept in memory
+        replica.flush()
+        assert [e.seq for e in replica.outbox("d")] == [1]
+    with Replica(tmp_path / "r.db") as replica:
+        assert str(replica.open("d").get("t", type=pycrdt.Text)) == "from a thread "

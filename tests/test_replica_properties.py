@@ -50,9 +50,11 @@ class ReplicaMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.replica = self.open_replica()
-        self.peer: pycrdt.Doc[Any] = pycrdt.Doc(client_id=4242)
+        # Two peers that also sync with each other, so updates refer across clients.
+        self.peers: list[pycrdt.Doc[Any]] = [pycrdt.Doc(client_id=4242), pycrdt.Doc(client_id=77)]
         self.peer_updates: list[bytes] = []
-        self.peer.observe(lambda event: self.peer_updates.append(event.update))
+        for peer in self.peers:
+            peer.observe(lambda event: self.peer_updates.append(event.update))
         self.issued: dict[int, bytes] = {}  # every outbox entry ever seen, by seq
 
     # -- helpers ----------------------------------------------------------------
@@ -132,10 +134,27 @@ class ReplicaMachine(RuleBasedStateMachine):
 
     # -- a peer, delivered out of order and duplicated ------------------------------
 
-    @rule(chunk=chunks, at=fractions)
-    def peer_edit(self, chunk: str, at: float) -> None:
-        text = self.peer.get("text", type=pycrdt.Text)
+    @rule(which=st.integers(0, 1), chunk=chunks, at=fractions)
+    def peer_edit(self, which: int, chunk: str, at: float) -> None:
+        text = self.peers[which].get("text", type=pycrdt.Text)
         text.insert(int(at * len(text)), chunk)
+
+    @rule(which=st.integers(0, 1), at=fractions, length=st.integers(1, 3))
+    def peer_delete(self, which: int, at: float, length: int) -> None:
+        text = self.peers[which].get("text", type=pycrdt.Text)
+        if len(text):
+            start = int(at * (len(text) - 1))
+            del text[start : min(len(text), start + length)]
+
+    @rule(key=keys, value=values, which=st.integers(0, 1))
+    def peer_map_set(self, key: str, value: object, which: int) -> None:
+        self.peers[which].get("map", type=pycrdt.Map)[key] = value
+
+    @rule(source=st.integers(0, 1))
+    def peers_sync(self, source: int) -> None:
+        """One peer sends the other what it lacks (its update is recorded like any)."""
+        a, b = self.peers[source], self.peers[1 - source]
+        b.apply_update(a.get_update(b.get_state()))
 
     @precondition(lambda self: self.peer_updates)
     @rule(index=st.integers(0, 100))
@@ -184,15 +203,17 @@ class ReplicaMachine(RuleBasedStateMachine):
                 merged.apply_update(data)
             assert doc_state(merged) == doc_state(doc), "outbox + peer != replica"
             assert content(merged) == content(doc)
-            # Everything the peer wrote and deleted reached the replica.
-            (replica_sv, replica_ds), (peer_sv, peer_ds) = doc_state(doc), doc_state(self.peer)
-            assert covers(replica_sv, peer_sv)
-            for client, ranges in peer_ds.items():
-                for clock, length in ranges:
-                    assert any(
-                        start <= clock and clock + length <= start + size
-                        for start, size in replica_ds.get(client, [])
-                    )
+            # Everything each peer wrote and deleted reached the replica.
+            replica_sv, replica_ds = doc_state(doc)
+            for peer in self.peers:
+                peer_sv, peer_ds = doc_state(peer)
+                assert covers(replica_sv, peer_sv)
+                for client, ranges in peer_ds.items():
+                    for clock, length in ranges:
+                        assert any(
+                            start <= clock and clock + length <= start + size
+                            for start, size in replica_ds.get(client, [])
+                        )
             before = self.snapshot()
             self.replica.compact(DOC)
             self.replica.close()

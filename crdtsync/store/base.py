@@ -17,6 +17,8 @@ Order of calls, as :class:`crdtsync.Replica` makes them::
     store.append(doc_id, entries)                 # atomically, before the edit returns
     store.acknowledge(doc_id, seq)
     store.replace_snapshot(doc_id, snapshot, upto, drop, carry)   # compaction
+    store.remove_entries(doc_id, ids)             # a received update found unusable
+    store.set_client_id(doc_id, client_id)        # after an unclean shutdown
     store.close()
 
 Stores never interpret update bytes: CRDT logic lives in the replica. Every
@@ -42,6 +44,7 @@ __all__ = [
     "OutboxEntry",
     "Store",
     "StoredDocument",
+    "check_entries",
 ]
 
 EMPTY_SNAPSHOT = b"\x00\x00"
@@ -115,12 +118,40 @@ class StoredDocument:
     entries: list[LogEntry]
 
 
+def check_entries(entries: Sequence[NewEntry], last_seq: int) -> int:
+    """Validate entries to append after ``last_seq``; return the new last sequence number.
+
+    Local entries need increasing sequence numbers above ``last_seq``; other
+    entries carry none. Raises ``ValueError``. Shared by every store, so that
+    they all refuse the same things, before changing anything.
+    """
+    for entry in entries:
+        if entry.kind is EntryKind.LOCAL:
+            if entry.seq is None or entry.seq <= last_seq:
+                raise ValueError(f"local entry needs a sequence number above {last_seq}")
+            last_seq = entry.seq
+        elif entry.seq is not None:
+            raise ValueError("only local entries carry a sequence number")
+    return last_seq
+
+
 @runtime_checkable
 class Store(Protocol):
     """Local persistence for one replica. See the module docstring for the call order."""
 
     def replica_id(self) -> ReplicaId:
         """The replica's stable id, created when the store was first created."""
+        ...
+
+    @property
+    def unclean(self) -> bool:
+        """True if writes this store reported durable may have been lost since.
+
+        That is the case after a power loss or OS crash in ``"normal"``
+        durability (the WAL is not fsync'd at every commit). A replica must not
+        then reuse its client ids: a change it sent could be gone from the store
+        while peers keep it, and a new change would reuse its clock.
+        """
         ...
 
     def documents(self) -> list[DocId]:
@@ -162,9 +193,18 @@ class Store(Protocol):
     def acknowledge(self, doc_id: DocId, seq: int) -> DocumentInfo:
         """Record that a relay durably stored every local update up to ``seq``.
 
-        Acknowledging a lower ``seq`` than already acknowledged changes nothing.
-        Raises ``ValueError`` if ``seq`` was never issued.
+        Those entries leave the outbox; the ones a snapshot already holds are
+        deleted. Acknowledging a lower ``seq`` than already acknowledged changes
+        nothing. Raises ``ValueError`` if ``seq`` was never issued.
         """
+        ...
+
+    def remove_entries(self, doc_id: DocId, ids: Sequence[int]) -> None:
+        """Delete the received (non-local) entries ``ids``; local entries are refused."""
+        ...
+
+    def set_client_id(self, doc_id: DocId, client_id: int) -> DocumentInfo:
+        """Make the document write under a new client id from now on."""
         ...
 
     def replace_snapshot(

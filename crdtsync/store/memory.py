@@ -20,6 +20,7 @@ from .base import (
     NewEntry,
     OutboxEntry,
     StoredDocument,
+    check_entries,
 )
 
 __all__ = ["MemoryData", "MemoryStore"]
@@ -98,16 +99,13 @@ class MemoryStore:
         entries = [e for e in doc.entries if e.id > doc.snapshot_upto]
         return StoredDocument(self._info(doc_id, doc), doc.snapshot, doc.snapshot_upto, entries)
 
+    @property
+    def unclean(self) -> bool:
+        return False  # nothing outlives the process, so nothing can be half-lost
+
     def append(self, doc_id: DocId, entries: Sequence[NewEntry]) -> list[int]:
         doc = self._doc(doc_id)
-        last_seq = doc.last_seq
-        for entry in entries:  # validate everything before changing anything
-            if entry.kind is EntryKind.LOCAL:
-                if entry.seq is None or entry.seq <= last_seq:
-                    raise ValueError(f"local entry needs a sequence number above {last_seq}")
-                last_seq = entry.seq
-            elif entry.seq is not None:
-                raise ValueError("only local entries carry a sequence number")
+        last_seq = check_entries(entries, doc.last_seq)
         ids = []
         for entry in entries:
             doc.entries.append(LogEntry(doc.next_id, entry.kind, entry.seq, bytes(entry.data)))
@@ -128,7 +126,18 @@ class MemoryStore:
         doc = self._doc(doc_id)
         if seq > doc.last_seq:
             raise ValueError(f"sequence number {seq} was never issued (last: {doc.last_seq})")
-        doc.acked_seq = max(doc.acked_seq, seq)
+        if seq > doc.acked_seq:
+            doc.acked_seq = seq
+            doc.entries = [
+                e
+                for e in doc.entries
+                if not (
+                    e.kind is EntryKind.LOCAL
+                    and e.id <= doc.snapshot_upto
+                    and e.seq is not None
+                    and e.seq <= seq
+                )
+            ]
         return self._info(doc_id, doc)
 
     def replace_snapshot(
@@ -142,6 +151,7 @@ class MemoryStore:
         doc = self._doc(doc_id)
         if any(entry.kind is EntryKind.LOCAL for entry in carry):
             raise ValueError("local entries cannot be carried")
+        check_entries(carry, doc.last_seq)
         if upto >= doc.next_id:
             raise ValueError(f"log id {upto} does not exist yet")
         dropped = set(drop)
@@ -149,6 +159,18 @@ class MemoryStore:
         doc.snapshot_upto = upto
         doc.entries = [e for e in doc.entries if e.id not in dropped]
         self.append(doc_id, carry)
+
+    def remove_entries(self, doc_id: DocId, ids: Sequence[int]) -> None:
+        doc = self._doc(doc_id)
+        removed = set(ids)
+        if any(e.kind is EntryKind.LOCAL for e in doc.entries if e.id in removed):
+            raise ValueError("local entries cannot be removed")
+        doc.entries = [e for e in doc.entries if e.id not in removed]
+
+    def set_client_id(self, doc_id: DocId, client_id: int) -> DocumentInfo:
+        doc = self._doc(doc_id)
+        doc.client_id = client_id
+        return self._info(doc_id, doc)
 
     def close(self) -> None:
         if not self._closed:

@@ -29,6 +29,7 @@ never written to.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sqlite3
@@ -36,10 +37,11 @@ import time
 import uuid
 import warnings
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from ..errors import (
     StoreCorruptError,
@@ -57,6 +59,7 @@ from .base import (
     NewEntry,
     OutboxEntry,
     StoredDocument,
+    check_entries,
 )
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
@@ -95,6 +98,23 @@ CREATE TABLE log (
 _TABLES = {"meta", "docs", "log"}
 
 Durability = Literal["normal", "full"]
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _reads(
+    method: Callable[Concatenate[SQLiteStore, _P], _R],
+) -> Callable[Concatenate[SQLiteStore, _P], _R]:
+    """Run a read method inside :meth:`SQLiteStore._reading`: only StoreErrors escape."""
+
+    action = method.__name__.strip("_").replace("_", " ")
+
+    def wrapper(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._reading(action):
+            return method(self, *args, **kwargs)
+
+    functools.update_wrapper(wrapper, method)
+    return wrapper
 
 
 @dataclass(slots=True)
@@ -189,16 +209,19 @@ class SQLiteStore:
         self._docs: dict[DocId, _Doc] = {}
         self._conn: sqlite3.Connection | None = None
         self._key: tuple[int, int] | None = None
+        self._unclean = False
         key = _file_key(self.path)
         if key is not None and key in _OPEN_FILES:
             raise StoreLockedError(f"{self.path} is in use: already open in this process")
-        exists = self.path.exists() and self.path.stat().st_size > 0
+        try:
+            exists = self._check_file()
+        except OSError as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
         if exists:
-            check_sqlite_header(self.path)
-        elif not self.path.parent.is_dir():
-            raise StoreError(f"cannot create {self.path}: {self.path.parent} is not a directory")
-        mode = "rw" if exists else "rwc"
-        uri = f"{self.path.absolute().as_uri()}?mode={mode}"
+            # Validate on a read-only connection: closing a read-write one would
+            # checkpoint a WAL into a file we are about to refuse.
+            self._validate()
+        uri = f"{self.path.absolute().as_uri()}?mode={'rw' if exists else 'rwc'}"
         try:
             conn = sqlite3.connect(uri, uri=True, isolation_level=None)
         except sqlite3.Error as exc:
@@ -214,6 +237,7 @@ class SQLiteStore:
             _OPEN_FILES.add(self._key)
         try:
             self._replica_id = self._read_replica_id()
+            self._start_session()
         except StoreError:
             self.close()
             raise
@@ -221,41 +245,62 @@ class SQLiteStore:
 
     # -- opening -------------------------------------------------------------
 
-    def _open(self, conn: sqlite3.Connection, exists: bool) -> None:
+    def _check_file(self) -> bool:
+        """Checks that need no SQLite. Returns True if the store exists already."""
+        if not self.path.exists():
+            if not self.path.parent.is_dir():
+                raise StoreError(
+                    f"cannot create {self.path}: {self.path.parent} is not a directory"
+                )
+            return False
+        if not self.path.is_file():
+            raise StoreError(f"cannot open {self.path}: not a regular file")
+        if self.path.stat().st_size == 0:
+            for suffix in ("-wal", "-journal"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists() and side.stat().st_size > 0:
+                    raise StoreCorruptError(
+                        f"{self.path} is empty but {side.name} holds data: refusing to "
+                        "start a new store over it"
+                    )
+            return False  # created and never written: start a new store in it
+        check_sqlite_header(self.path)
+        return True
+
+    def _validate(self) -> None:
+        """Check an existing file on a read-only connection; raise unless it is our store."""
+        # Side files SQLite creates for a read-only look at a WAL database; removed after.
+        sides = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm")]
+        created = [side for side in sides if not side.exists()]
         try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {
                 row[0]
                 for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             }
+            if version == 0 and not tables:
+                return  # a valid but empty SQLite file: the store is created in it
+            self._check_schema(version, tables)
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            if problems != ["ok"]:
+                raise StoreCorruptError(f"{self.path} is damaged: {'; '.join(problems[:3])}")
         except sqlite3.OperationalError as exc:
             if "locked" in str(exc):
                 raise StoreLockedError(f"{self.path} is in use by another process") from exc
             raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
         except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
-        if exists:
-            self._check_existing(conn, version, tables)
-        else:
-            self._create(conn)
-        synchronous = "FULL" if self.durability == "full" else "NORMAL"
-        try:
-            conn.execute(f"PRAGMA synchronous = {synchronous}")
-            # Take the exclusive lock now, so a second opener fails at open, not mid-edit.
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
-                raise StoreLockedError(f"{self.path} is in use by another process") from exc
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            raise StoreCorruptError(f"{self.path} is damaged: {exc}") from exc
+        finally:
+            conn.close()
+            for side in created:
+                if side.exists() and (side.name.endswith("-shm") or side.stat().st_size == 0):
+                    side.unlink()
 
-    def _check_existing(self, conn: sqlite3.Connection, version: int, tables: set[str]) -> None:
-        if version == 0 and not tables:
-            # An SQLite file with no schema at all (e.g. created and never used).
-            self._create(conn)
-            return
+    def _check_schema(self, version: int, tables: set[str]) -> None:
         if version != SCHEMA_VERSION:
             if version == 0:
                 raise StoreCorruptError(
@@ -270,15 +315,61 @@ class SQLiteStore:
             raise StoreCorruptError(
                 f"{self.path} is missing tables: {', '.join(sorted(_TABLES - tables))}"
             )
+
+    def _open(self, conn: sqlite3.Connection, exists: bool) -> None:
         try:
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if not exists or version == 0:
+                self._create(conn)
+            elif version != SCHEMA_VERSION:  # changed since validation
+                raise StoreVersionError(f"{self.path} changed while it was being opened")
+            elif conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            synchronous = "FULL" if self.durability == "full" else "NORMAL"
+            conn.execute(f"PRAGMA synchronous = {synchronous}")
+            # Take the exclusive lock now, so a second opener fails at open, not mid-edit.
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise StoreLockedError(f"{self.path} is in use by another process") from exc
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
         except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(f"{self.path} is damaged: {exc}") from exc
-        if problems != ["ok"]:
-            raise StoreCorruptError(f"{self.path} is damaged: {'; '.join(problems[:3])}")
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-        if mode != "wal":
-            conn.execute("PRAGMA journal_mode = WAL")
+            raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
+
+    def _start_session(self) -> None:
+        """Record, durably, that the store is open; see :attr:`unclean`.
+
+        The marker is written with a full fsync, so a power loss can take later
+        commits but not the marker: if the last session wrote in ``"normal"``
+        durability and did not close cleanly, writes it reported durable may be lost.
+        """
+        conn = self._db
+        row = conn.execute("SELECT value FROM meta WHERE key = 'session'").fetchone()
+        self._unclean = row is not None and row[0] == "normal"
+        if self._unclean:
+            logger.warning(
+                "%s was not closed cleanly in 'normal' durability: recent changes may have "
+                "been lost in a power loss; documents will write under new client ids",
+                self.path,
+            )
+        try:
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('session', ?)",
+                (self.durability,),
+            )
+            if self.durability == "normal":
+                conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.Error as exc:
+            raise self._write_error("starting a session", exc) from exc
+
+    @property
+    def unclean(self) -> bool:
+        """True if the previous session wrote in ``"normal"`` durability and never closed."""
+        return self._unclean
 
     def _create(self, conn: sqlite3.Connection) -> None:
         try:
@@ -299,6 +390,7 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise StoreError(f"cannot create a store in {self.path}: {exc}") from exc
 
+    @_reads
     def _read_replica_id(self) -> ReplicaId:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'replica_id'").fetchone()
         if row is None or not isinstance(row[0], str) or not row[0]:
@@ -321,6 +413,7 @@ class SQLiteStore:
                 raise KeyError(f"no document {doc_id!r} in {self.path}")
         return doc
 
+    @_reads
     def _load_doc_row(self, doc_id: DocId) -> _Doc | None:
         row = self._db.execute(
             "SELECT num, client_id, acked_seq, seq_floor, snapshot_upto FROM docs WHERE doc_id = ?",
@@ -349,7 +442,23 @@ class SQLiteStore:
     def _write_error(self, action: str, exc: sqlite3.Error) -> StoreError:
         if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
             return StoreLockedError(f"{action} in {self.path}: {exc}")
+        if isinstance(exc, sqlite3.ProgrammingError):
+            return StoreError(f"{action} in {self.path}: {exc} (a store belongs to one thread)")
         return StoreWriteError(f"{action} in {self.path} failed: {exc}")
+
+    @contextmanager
+    def _reading(self, action: str) -> Iterator[None]:
+        """Turn SQLite errors while reading into the store's own error tree."""
+        try:
+            yield
+        except sqlite3.ProgrammingError as exc:
+            raise StoreError(
+                f"{action} in {self.path}: {exc} (a store belongs to one thread)"
+            ) from exc
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{action} in {self.path} failed: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorruptError(f"{action} in {self.path} failed: {exc}") from exc
 
     def _rollback(self) -> None:
         conn = self._db
@@ -365,10 +474,12 @@ class SQLiteStore:
         self._db  # noqa: B018  (raises if closed)
         return self._replica_id
 
+    @_reads
     def documents(self) -> list[DocId]:
         rows = self._db.execute("SELECT doc_id FROM docs ORDER BY doc_id").fetchall()
         return [DocId(row[0]) for row in rows]
 
+    @_reads
     def document_info(self, doc_id: DocId) -> DocumentInfo | None:
         doc = self._docs.get(doc_id) or self._load_doc_row(doc_id)
         return None if doc is None else self._info(doc_id, doc)
@@ -389,6 +500,7 @@ class SQLiteStore:
         doc = self._docs[doc_id] = _Doc(num, client_id, 0, 0, 1)
         return self._info(doc_id, doc)
 
+    @_reads
     def load_document(self, doc_id: DocId) -> StoredDocument | None:
         row = self._db.execute(
             "SELECT snapshot, snapshot_crc, snapshot_upto FROM docs WHERE doc_id = ?", (doc_id,)
@@ -419,16 +531,10 @@ class SQLiteStore:
         self, doc_id: DocId, doc: _Doc, entries: Sequence[NewEntry]
     ) -> tuple[list[tuple[int, int, int | None, bytes, int]], int]:
         """Validate ``entries``; return their rows and the last sequence number."""
-        last_seq = doc.last_seq
+        last_seq = check_entries(entries, doc.last_seq)
         rows = []
         n = doc.next_n
         for entry in entries:
-            if entry.kind is EntryKind.LOCAL:
-                if entry.seq is None or entry.seq <= last_seq:
-                    raise ValueError(f"local entry needs a sequence number above {last_seq}")
-                last_seq = entry.seq
-            elif entry.seq is not None:
-                raise ValueError("only local entries carry a sequence number")
             data = entry.data
             rows.append((doc.first_id | n, int(entry.kind), entry.seq, data, _crc(data)))
             n += 1
@@ -454,6 +560,7 @@ class SQLiteStore:
         doc.last_seq = last_seq
         return [row[0] for row in rows]
 
+    @_reads
     def outbox(self, doc_id: DocId) -> list[OutboxEntry]:
         doc = self._doc(doc_id)
         result = []
@@ -474,11 +581,49 @@ class SQLiteStore:
         if seq > doc.last_seq:
             raise ValueError(f"sequence number {seq} was never issued (last: {doc.last_seq})")
         if seq > doc.acked_seq:
+            conn = self._db
             try:
-                self._db.execute("UPDATE docs SET acked_seq = ? WHERE num = ?", (seq, doc.num))
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("UPDATE docs SET acked_seq = ? WHERE num = ?", (seq, doc.num))
+                # Acknowledged entries a snapshot already holds are needed no more.
+                conn.execute(
+                    "DELETE FROM log WHERE id BETWEEN ? AND (SELECT snapshot_upto FROM docs"
+                    " WHERE num = ?) AND kind = ? AND seq <= ?",
+                    (doc.first_id, doc.num, int(EntryKind.LOCAL), seq),
+                )
+                conn.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._rollback()
                 raise self._write_error(f"acknowledging {doc_id!r}", exc) from exc
             doc.acked_seq = seq
+        return self._info(doc_id, doc)
+
+    def remove_entries(self, doc_id: DocId, ids: Sequence[int]) -> None:
+        doc = self._doc(doc_id)
+        if any(not doc.first_id <= entry_id <= doc.last_id for entry_id in ids):
+            raise ValueError(f"an id to remove is not a log entry of {doc_id!r}")
+        conn = self._db
+        with self._reading(f"reading {doc_id!r}"):
+            kinds = [
+                conn.execute("SELECT kind FROM log WHERE id = ?", (i,)).fetchone() for i in ids
+            ]
+        if any(row is not None and row[0] == int(EntryKind.LOCAL) for row in kinds):
+            raise ValueError("local entries cannot be removed")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany("DELETE FROM log WHERE id = ?", ((i,) for i in ids))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._write_error(f"removing entries of {doc_id!r}", exc) from exc
+
+    def set_client_id(self, doc_id: DocId, client_id: int) -> DocumentInfo:
+        doc = self._doc(doc_id)
+        try:
+            self._db.execute("UPDATE docs SET client_id = ? WHERE num = ?", (client_id, doc.num))
+        except sqlite3.Error as exc:
+            raise self._write_error(f"setting the client id of {doc_id!r}", exc) from exc
+        doc.client_id = client_id
         return self._info(doc_id, doc)
 
     def replace_snapshot(
@@ -517,6 +662,10 @@ class SQLiteStore:
         """Close the file (checkpointing the WAL). Calling it twice is harmless."""
         conn, self._conn = self._conn, None
         if conn is not None:
+            try:
+                conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('session', 'closed')")
+            except sqlite3.Error as exc:  # the next open will then see an unclean session
+                logger.warning("could not mark %s as cleanly closed: %s", self.path, exc)
             conn.close()
             if self._key is not None:
                 _OPEN_FILES.discard(self._key)
