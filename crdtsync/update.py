@@ -29,6 +29,7 @@ from .statevector import DeleteSet, StateVector, read_delete_set, read_var_uint
 __all__ = ["UpdateSummary", "summarize_update"]
 
 _MAX_DEPTH = 64  # nesting of lib0 "any" values
+_BYTE_STRINGS = {3: 1, 5: 1, 6: 2}  # content types made of that many byte strings
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,36 +194,25 @@ def _item_length(reader: _Reader, info: int, refs: dict[int, int]) -> int:
         if info & 0x20:  # parent sub (map key)
             reader.var_bytes()
     kind = info & 0x1F
-    if kind == 1:  # deleted
+    if kind == 1:  # deleted: just a length
         return reader.var_uint()
-    if kind == 2:  # JSON
-        count = reader._count()
-        for _ in range(count):
-            reader.var_bytes()
-        return count
-    if kind == 3:  # binary
-        reader.var_bytes()
-        return 1
-    if kind == 4:  # string
+    if kind == 4:  # string: its length in UTF-16 code units
         return reader.var_string_utf16_length()
-    if kind == 5:  # embed
-        reader.var_bytes()
-        return 1
-    if kind == 6:  # format
-        reader.var_bytes()
-        reader.var_bytes()
-        return 1
-    if kind == 7:  # type
-        type_ref = reader.var_uint()
-        if type_ref in (3, 5):  # XmlElement, XmlHook carry a name
+    if kind in _BYTE_STRINGS:  # binary, embed, format: one clock tick
+        for _ in range(_BYTE_STRINGS[kind]):
             reader.var_bytes()
         return 1
-    if kind == 8:  # any
+    if kind in (2, 8):  # JSON strings / lib0 values: one tick each
         count = reader._count()
+        skip = reader.var_bytes if kind == 2 else reader.any
         for _ in range(count):
-            reader.any()
+            skip()
         return count
-    if kind == 9:  # subdocument
+    if kind == 7:  # type
+        if reader.var_uint() in (3, 5):  # XmlElement, XmlHook carry a name
+            reader.var_bytes()
+        return 1
+    if kind == 9:  # subdocument: guid and options
         reader.var_bytes()
         reader.any()
         return 1
