@@ -127,8 +127,8 @@ class _OpenDoc:
     """Changes the document holds that a failed write could not store yet."""
     held: list[_Held] = field(default_factory=list)
     """Received updates waiting for their dependencies (stored as PENDING entries)."""
-    compact_after: int = 0
-    """After a failed automatic compaction: log bytes to wait for before retrying."""
+    compact_at: int = 0
+    """Log bytes above which the next automatic compaction runs."""
     subscription: pycrdt.Subscription | None = None
 
     @property
@@ -299,6 +299,7 @@ class Replica:
             log_bytes=sum(len(e.data) for e in stored.entries),
             held=held,
         )
+        state.compact_at = self._compact_threshold(state)
         self._discard(state, rejected)
         state.subscription = doc.observe(partial(self._on_transaction, state))
         self._auto_compact(state)
@@ -358,7 +359,8 @@ class Replica:
             state.last_seq = seq
             if self._observers:
                 self._emit(PendingChanged(state.doc_id, state.pending))
-        self._auto_compact(state)
+        if state.log_bytes > state.compact_at:
+            self._auto_compact(state)
 
     def _write(self, state: _OpenDoc, items: list[_Unsaved]) -> None:
         """Store ``items`` in one transaction, or keep them all as unsaved and raise."""
@@ -566,15 +568,13 @@ class Replica:
     def _auto_compact(self, state: _OpenDoc) -> None:
         """Compact if the log outgrew the snapshot. A failure here is not the caller's:
         the change that triggered it is stored, so it is logged and retried later."""
-        if state.log_bytes <= max(self._compact_threshold(state), state.compact_after):
+        if state.log_bytes <= state.compact_at:
             return
         try:
             self._compact(state)
         except StoreError as exc:
-            state.compact_after = state.log_bytes * 2
+            state.compact_at = state.log_bytes * 2  # retry later, not at every edit
             logger.warning("automatic compaction of %r failed (will retry): %s", state.doc_id, exc)
-        else:
-            state.compact_after = 0
 
     def _compact(self, state: _OpenDoc) -> None:
         """Rebuild the document from the store, encode it, verify, then drop folded entries.
@@ -622,6 +622,7 @@ class Replica:
         )
         state.snapshot_bytes = len(snapshot)
         state.log_bytes = sum(len(entry.data) for entry in carry)
+        state.compact_at = self._compact_threshold(state)
 
     # -- events ------------------------------------------------------------------------
 

@@ -124,14 +124,12 @@ class _Doc:
     acked_seq: int
     last_seq: int
     next_n: int
+    first_id: int = 0
+    last_id: int = 0
 
-    @property
-    def first_id(self) -> int:
-        return self.num << _ID_BITS
-
-    @property
-    def last_id(self) -> int:
-        return (self.num << _ID_BITS) | ((1 << _ID_BITS) - 1)
+    def __post_init__(self) -> None:
+        self.first_id = self.num << _ID_BITS
+        self.last_id = self.first_id | ((1 << _ID_BITS) - 1)
 
 
 _crc = zlib.crc32
@@ -536,6 +534,7 @@ class SQLiteStore:
         n = doc.next_n
         for entry in entries:
             data = entry.data
+            # int(): sqlite3 binds an exact int faster than an IntEnum (its adaptation path)
             rows.append((doc.first_id | n, int(entry.kind), entry.seq, data, _crc(data)))
             n += 1
         if n >= 1 << _ID_BITS:
@@ -544,8 +543,10 @@ class SQLiteStore:
 
     def append(self, doc_id: DocId, entries: Sequence[NewEntry]) -> list[int]:
         doc = self._docs.get(doc_id) or self._doc(doc_id)
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"the store {self.path} is closed")
         rows, last_seq = self._rows(doc_id, doc, entries)
-        conn = self._db
         try:
             if len(rows) == 1:
                 conn.execute(_INSERT, rows[0])  # autocommit: one statement, one transaction
