@@ -115,10 +115,8 @@ class _OpenDoc:
 
     doc_id: DocId
     doc: pycrdt.Doc[Any]
-    client_id: int
     last_seq: int
     acked_seq: int
-    snapshot_bytes: int
     log_bytes: int = 0
     """Bytes appended since the last compaction (what compaction would fold)."""
     remote: bool = False
@@ -129,7 +127,6 @@ class _OpenDoc:
     """Received updates waiting for their dependencies (stored as PENDING entries)."""
     compact_at: int = 0
     """Log bytes above which the next automatic compaction runs."""
-    subscription: pycrdt.Subscription | None = None
 
     @property
     def pending(self) -> int:
@@ -292,16 +289,14 @@ class Replica:
         state = _OpenDoc(
             doc_id=doc_id,
             doc=doc,
-            client_id=info.client_id,
             last_seq=info.last_seq,
             acked_seq=info.acked_seq,
-            snapshot_bytes=len(stored.snapshot),
             log_bytes=sum(len(e.data) for e in stored.entries),
             held=held,
+            compact_at=self._compact_threshold(len(stored.snapshot)),
         )
-        state.compact_at = self._compact_threshold(state)
         self._discard(state, rejected)
-        state.subscription = doc.observe(partial(self._on_transaction, state))
+        doc.observe(partial(self._on_transaction, state))
         self._auto_compact(state)
         return state
 
@@ -312,7 +307,7 @@ class Replica:
         """
         state = self._docs.get(check_doc_id(doc_id))
         if state is not None:
-            return state.client_id
+            return state.doc.client_id
         return self._info(doc_id).client_id
 
     def _info(self, doc_id: str) -> DocumentInfo:
@@ -346,21 +341,14 @@ class Replica:
         if state.unsaved:
             self._write(state, [*state.unsaved, _Unsaved(kind, update)])
             return
-        # One entry, nothing unsaved before it: the common case.
+        # One entry, nothing unsaved before it: the common case, without _write's lists.
         seq = state.last_seq + 1 if kind is EntryKind.LOCAL else None
         try:
             self._store.append(state.doc_id, (NewEntry(kind, update, seq),))
         except StoreError:
             self._keep_unsaved(state, [_Unsaved(kind, update)])
             raise
-        self._stored += 1
-        state.log_bytes += len(update)
-        if seq is not None:
-            state.last_seq = seq
-            if self._observers:
-                self._emit(PendingChanged(state.doc_id, state.pending))
-        if state.log_bytes > state.compact_at:
-            self._auto_compact(state)
+        self._after_write(state, 1, len(update), seq)
 
     def _write(self, state: _OpenDoc, items: list[_Unsaved]) -> None:
         """Store ``items`` in one transaction, or keep them all as unsaved and raise."""
@@ -378,13 +366,20 @@ class Replica:
             self._keep_unsaved(state, items)
             raise
         state.unsaved = []
-        self._stored += len(items)
-        local_written = seq != state.last_seq
-        state.last_seq = seq
-        state.log_bytes += sum(len(item.data) for item in items)
-        if local_written:
-            self._emit(PendingChanged(state.doc_id, state.pending))
-        self._auto_compact(state)
+        written = sum(len(item.data) for item in items)
+        self._after_write(state, len(items), written, None if seq == state.last_seq else seq)
+
+    def _after_write(self, state: _OpenDoc, count: int, size: int, seq: int | None) -> None:
+        """Bookkeeping once ``count`` entries (``size`` bytes) are stored; ``seq`` is the
+        new last outbox sequence number if local changes were among them."""
+        self._stored += count
+        state.log_bytes += size
+        if seq is not None:
+            state.last_seq = seq
+            if self._observers:
+                self._emit(PendingChanged(state.doc_id, state.pending))
+        if state.log_bytes > state.compact_at:
+            self._auto_compact(state)
 
     @staticmethod
     def _keep_unsaved(state: _OpenDoc, items: list[_Unsaved]) -> None:
@@ -553,9 +548,9 @@ class Replica:
 
     # -- compaction ------------------------------------------------------------------
 
-    def _compact_threshold(self, state: _OpenDoc) -> int:
+    def _compact_threshold(self, snapshot_bytes: int) -> int:
         """Log bytes above which the document is compacted: the log outgrew the snapshot."""
-        return max(self.compact_min_bytes, state.snapshot_bytes)
+        return max(self.compact_min_bytes, snapshot_bytes)
 
     def compact(self, doc_id: str) -> None:
         """Fold the document's log into a new snapshot now (it also happens automatically).
@@ -620,9 +615,8 @@ class Replica:
             len(snapshot),
             len(carry),
         )
-        state.snapshot_bytes = len(snapshot)
         state.log_bytes = sum(len(entry.data) for entry in carry)
-        state.compact_at = self._compact_threshold(state)
+        state.compact_at = self._compact_threshold(len(snapshot))
 
     # -- events ------------------------------------------------------------------------
 

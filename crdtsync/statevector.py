@@ -14,7 +14,6 @@ adjacent items according to its own history.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import pycrdt
@@ -22,8 +21,6 @@ import pycrdt
 __all__ = [
     "DeleteSet",
     "StateVector",
-    "covers",
-    "decode_delete_set",
     "decode_state_vector",
     "doc_state",
     "read_delete_set",
@@ -74,11 +71,6 @@ def decode_state_vector(data: bytes) -> StateVector:
     return result
 
 
-def covers(have: Mapping[int, int], need: Mapping[int, int]) -> bool:
-    """True if ``have`` has seen at least everything ``need`` has, for every client."""
-    return all(have.get(client, 0) >= clock for client, clock in need.items())
-
-
 def read_delete_set(data: bytes, pos: int) -> tuple[DeleteSet, int]:
     """Read an encoded delete set at ``pos``; return it (sorted, merged) and the next position."""
     count, pos = read_var_uint(data, pos)
@@ -103,18 +95,6 @@ def read_delete_set(data: bytes, pos: int) -> tuple[DeleteSet, int]:
         if out:
             merged[client] = out
     return merged, pos
-
-
-def decode_delete_set(data: bytes) -> DeleteSet:
-    """Decode an encoded delete set into ``{client: [(clock, length), ...]}``.
-
-    Ranges are returned sorted and merged, so equal sets compare equal.
-    Raises ``ValueError`` on malformed or trailing data.
-    """
-    result, pos = read_delete_set(data, 0)
-    if pos != len(data):
-        raise ValueError(f"{len(data) - pos} trailing bytes after the delete set")
-    return result
 
 
 def doc_state(doc: pycrdt.Doc[Any]) -> tuple[StateVector, DeleteSet]:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from crdtsync import MemoryStore, Replica
-from crdtsync.statevector import covers, doc_state
+from crdtsync.statevector import StateVector, doc_state
 from crdtsync.store import MemoryData
 
 DOC = "doc"
@@ -33,6 +33,11 @@ keys = st.sampled_from(["a", "b", "c", "d"])
 values = st.one_of(st.integers(-5, 5), st.text("xyz", max_size=3), st.booleans())
 fractions = st.floats(0, 1)
 chunks = st.text("abcdefgh", min_size=1, max_size=4)
+
+
+def covers(have: StateVector, need: StateVector) -> bool:
+    """True if ``have`` has seen at least everything ``need`` has, for every client."""
+    return all(have.get(client, 0) >= clock for client, clock in need.items())
 
 
 def content(doc: pycrdt.Doc[Any]) -> tuple[object, ...]:
