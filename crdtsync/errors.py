@@ -9,7 +9,10 @@ Every error the library raises on purpose derives from :class:`CrdtsyncError`::
     │   ├── StoreLockedError       another process (or Replica) has the store open
     │   └── StoreWriteError        a write failed (disk full, I/O error); nothing was lost
     ├── ReplicaClosedError         the replica was used after close()
-    └── InvalidUpdateError         an update could not be decoded or applied (also ValueError)
+    ├── InvalidUpdateError         an update could not be decoded or applied (also ValueError)
+    ├── ProtocolError              a frame could not be decoded or breaks the protocol
+    └── SyncError                  syncing with a relay failed for good (not retried)
+        └── RelayRefusedError      the relay refused the connection (version, ...)
 
 Argument mistakes (an empty document id, acknowledging a sequence number that was
 never issued) raise the built-in :class:`ValueError`, as Python itself does.
@@ -26,12 +29,15 @@ from __future__ import annotations
 __all__ = [
     "CrdtsyncError",
     "InvalidUpdateError",
+    "ProtocolError",
+    "RelayRefusedError",
     "ReplicaClosedError",
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
     "StoreVersionError",
     "StoreWriteError",
+    "SyncError",
 ]
 
 
@@ -76,3 +82,23 @@ class ReplicaClosedError(CrdtsyncError):
 
 class InvalidUpdateError(CrdtsyncError, ValueError):
     """An update could not be decoded or integrated into a document."""
+
+
+class ProtocolError(CrdtsyncError):
+    """A frame could not be decoded, a field is invalid, or a frame arrived where
+    the protocol does not allow it. Raised by :func:`crdtsync.protocol.decode_frame`
+    and by the session objects; never for a problem of the local side."""
+
+
+class SyncError(CrdtsyncError):
+    """Syncing with a relay failed in a way that retrying will not fix."""
+
+
+class RelayRefusedError(SyncError):
+    """The relay refused the connection with a fatal error (for example an
+    unsupported protocol version). ``code`` is the relay's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"relay refused the connection ({code}): {message}")
+        self.code = code
+        self.message = message

@@ -13,11 +13,23 @@ counter or a label, or schedule the work (``loop.call_soon``) instead.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from .ids import DocId
+from .protocol import ErrorFrame
 
-__all__ = ["PendingChanged", "ReplicaEvent"]
+__all__ = [
+    "AwarenessReceived",
+    "DocumentSynced",
+    "LocalUpdate",
+    "PendingChanged",
+    "RelayError",
+    "ReplicaEvent",
+    "SessionEvent",
+    "StatusChanged",
+    "SyncStatus",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,5 +44,66 @@ class PendingChanged:
     pending: int
 
 
-ReplicaEvent = PendingChanged
-"""Every event type a replica reports (a union as more kinds are added)."""
+@dataclass(frozen=True, slots=True)
+class LocalUpdate:
+    """A local change to ``doc_id`` was stored and entered the outbox as ``seq``.
+
+    ``update`` is the change's encoded Yjs update. The sync client sends it from
+    this event (DESIGN.md guarantee 4: it is stored before anyone sees it).
+    """
+
+    doc_id: DocId
+    seq: int
+    update: bytes
+
+
+class SyncStatus(enum.Enum):
+    """Where a replica stands with its relay, from the app's point of view."""
+
+    OFFLINE = "offline"
+    """Not connected (never connected, disconnected, or waiting to retry)."""
+    CONNECTING = "connecting"
+    """Opening the connection or waiting for the relay's WELCOME."""
+    SYNCING = "syncing"
+    """Connected; some document is not caught up or has unacknowledged changes."""
+    SYNCED = "synced"
+    """Connected; every document is caught up and nothing is pending."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChanged:
+    """The session's overall :class:`SyncStatus` changed."""
+
+    status: SyncStatus
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentSynced:
+    """``doc_id`` is caught up with the relay and has nothing pending (``synced``
+    True), or stopped being so (False)."""
+
+    doc_id: DocId
+    synced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RelayError:
+    """The relay sent ERROR. Fatal errors end the connection; for the others the
+    session carries on (a rejected update stays in the outbox, never lost)."""
+
+    error: ErrorFrame
+
+
+@dataclass(frozen=True, slots=True)
+class AwarenessReceived:
+    """Presence information for ``doc_id`` from another client."""
+
+    doc_id: DocId
+    payload: bytes
+
+
+SessionEvent = StatusChanged | DocumentSynced | RelayError | AwarenessReceived
+
+
+ReplicaEvent = PendingChanged | LocalUpdate | StatusChanged | DocumentSynced | RelayError
+"""Every event type a replica reports to :meth:`crdtsync.Replica.observe`."""

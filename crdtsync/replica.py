@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pycrdt
 
@@ -45,8 +45,10 @@ from .errors import (
     StoreError,
     StoreLockedError,
 )
-from .events import PendingChanged, ReplicaEvent
+from .events import LocalUpdate, PendingChanged, ReplicaEvent, SyncStatus
+from .holding import Held, check_decodes, release_ready
 from .ids import DocId, ReplicaId, check_doc_id
+from .protocol import DEFAULT_MAX_FRAME
 from .statevector import decode_state_vector, same_state
 from .store.base import (
     EMPTY_SNAPSHOT,
@@ -59,7 +61,10 @@ from .store.base import (
 )
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore
-from .update import UpdateSummary, summarize_update
+from .update import summarize_update
+
+if TYPE_CHECKING:
+    from .client import Connector
 
 __all__ = ["Durability", "PendingBatch", "Replica"]
 
@@ -103,12 +108,6 @@ class _Unsaved:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class _Held:
-    update: bytes
-    summary: UpdateSummary
-
-
 @dataclass(slots=True, eq=False)
 class _OpenDoc:
     """A document this replica has open, and its bookkeeping."""
@@ -123,7 +122,7 @@ class _OpenDoc:
     """True while :meth:`Replica.apply_remote` applies an update."""
     unsaved: list[_Unsaved] = field(default_factory=list)
     """Changes the document holds that a failed write could not store yet."""
-    held: list[_Held] = field(default_factory=list)
+    held: list[Held] = field(default_factory=list)
     """Received updates waiting for their dependencies (stored as PENDING entries)."""
     compact_at: int = 0
     """Log bytes above which the next automatic compaction runs."""
@@ -185,6 +184,8 @@ class Replica:
         self._observers: list[Callable[[ReplicaEvent], None]] = []
         self._closed = False
         self._stored = 0  # entries stored since open: tells apply_remote what it changed
+        self._connector: Connector | None = None
+        self._unobserve_sync: Callable[[], None] = _nothing
         logger.debug("replica %s opened (durability=%s)", self._replica_id, durability)
 
     # -- identity and lifecycle ------------------------------------------------
@@ -213,6 +214,13 @@ class Replica:
         """
         if self._closed:
             return
+        if self._connector is not None and self._connector.running:
+            logger.warning(
+                "replica %s closed while connected to %s; call disconnect() first",
+                self._replica_id,
+                self._connector.url,
+            )
+            self._connector.cancel()
         try:
             self.flush()  # a last chance for changes a failed write kept in memory
         except StoreError as exc:
@@ -265,6 +273,8 @@ class Replica:
         if state is None:
             state = self._load(key)
             self._docs[key] = state
+            if self._connector is not None:
+                self._connector.add_document(key)
         return state.doc
 
     def _load(self, doc_id: DocId) -> _OpenDoc:
@@ -349,6 +359,8 @@ class Replica:
             self._keep_unsaved(state, [_Unsaved(kind, update)])
             raise
         self._after_write(state, 1, len(update), seq)
+        if seq is not None and self._observers:
+            self._emit(LocalUpdate(state.doc_id, seq, update))
 
     def _write(self, state: _OpenDoc, items: list[_Unsaved]) -> None:
         """Store ``items`` in one transaction, or keep them all as unsaved and raise."""
@@ -368,6 +380,10 @@ class Replica:
         state.unsaved = []
         written = sum(len(item.data) for item in items)
         self._after_write(state, len(items), written, None if seq == state.last_seq else seq)
+        if self._observers:
+            for entry in entries:
+                if entry.seq is not None:
+                    self._emit(LocalUpdate(state.doc_id, entry.seq, entry.data))
 
     def _after_write(self, state: _OpenDoc, count: int, size: int, seq: int | None) -> None:
         """Bookkeeping once ``count`` entries (``size`` bytes) are stored; ``seq`` is the
@@ -424,13 +440,13 @@ class Replica:
         if summary.missing(decode_state_vector(state.doc.get_state())):
             if any(held.update == update for held in state.held):
                 return False
-            _check_decodes(doc_id, update)
+            check_decodes(doc_id, update)
             self._write(state, [*state.unsaved, _Unsaved(EntryKind.PENDING, update)])
-            state.held.append(_Held(update, summary))
+            state.held.append(Held(update, summary))
             logger.debug("holding an update for %r until its dependencies arrive", doc_id)
             return True
         self._integrate(state, update)
-        rejected = _release(state.doc, state.held, partial(self._integrate, state))
+        rejected = release_ready(state.doc, state.held, partial(self._integrate, state))
         self._discard(state, rejected)
         return self._stored != before
 
@@ -451,7 +467,7 @@ class Replica:
         finally:
             state.remote = False
 
-    def _discard(self, state: _OpenDoc, rejected: Sequence[_Held]) -> None:
+    def _discard(self, state: _OpenDoc, rejected: Sequence[Held]) -> None:
         """Forget held updates pycrdt refused once their dependencies arrived.
 
         Whatever part of them pycrdt integrated before failing was stored by the
@@ -545,6 +561,102 @@ class Replica:
         info = self._store.acknowledge(key, seq)
         state.acked_seq = info.acked_seq
         self._emit(PendingChanged(key, state.pending))
+
+    # -- what the sync session reads (crdtsync.session.SyncTarget) --------------------
+
+    def state_vector(self, doc_id: str) -> bytes:
+        """The encoded Yjs state vector of ``doc_id`` (loads the document)."""
+        return self._state(doc_id).doc.get_state()
+
+    def diff(self, doc_id: str, state_vector: bytes) -> bytes:
+        """An update with everything ``doc_id`` has beyond ``state_vector``, plus its
+        whole delete set (deletions do not show in state vectors)."""
+        return self._state(doc_id).doc.get_update(state_vector)
+
+    def last_seq(self, doc_id: str) -> int:
+        """The highest outbox sequence number issued for ``doc_id`` (0 if none)."""
+        self._check_open()
+        key = check_doc_id(doc_id)
+        state = self._docs.get(key)
+        if state is not None:
+            return state.last_seq
+        info = self._store.document_info(key)
+        return 0 if info is None else info.last_seq
+
+    # -- syncing with a relay ------------------------------------------------------
+
+    async def connect(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+    ) -> None:
+        """Start syncing every open document (and every one opened later) with the
+        relay at ``url`` (``ws://host:port`` or ``wss://...``).
+
+        Returns once started: the connection is made, and remade after any
+        failure with capped exponential backoff, in the background until
+        :meth:`disconnect`. Watch :attr:`status`, or await :meth:`wait_synced`.
+        Half-open connections are detected with websocket pings every
+        ``ping_interval`` seconds. Raises ``RuntimeError`` if already connected.
+        """
+        from .client import Connector  # noqa: PLC0415 - keeps websockets off offline imports
+
+        self._check_open()
+        if self._connector is not None and self._connector.running:
+            raise RuntimeError(f"already connected to {self._connector.url}")
+        connector = Connector(
+            self,
+            url,
+            token=token,
+            max_frame=max_frame,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+        )
+        self._connector = connector
+        for doc_id in self._docs:
+            connector.add_document(doc_id)
+        self._unobserve_sync = self.observe(connector.on_replica_event)
+        connector.start()
+
+    async def disconnect(self) -> None:
+        """Close the connection to the relay and stop reconnecting. Unacknowledged
+        changes stay in the outbox for the next :meth:`connect`. Harmless if not
+        connected."""
+        connector, self._connector = self._connector, None
+        if connector is None:
+            return
+        self._unobserve_sync()
+        self._unobserve_sync = _nothing
+        await connector.stop()
+
+    async def wait_synced(self, doc_id: str, timeout: float | None = None) -> None:
+        """Wait until ``doc_id`` has nothing pending and is caught up with the relay.
+
+        Opens the document if it is not open. Raises ``TimeoutError`` after
+        ``timeout`` seconds, ``RuntimeError`` if not connected, or the
+        :class:`~crdtsync.errors.SyncError` that stopped syncing for good.
+        """
+        key = check_doc_id(doc_id)
+        self.open(key)
+        if self._connector is None:
+            raise RuntimeError("not connected: call connect() first")
+        await self._connector.wait_synced(key, timeout)
+
+    @property
+    def status(self) -> SyncStatus:
+        """The sync status: OFFLINE, CONNECTING, SYNCING or SYNCED."""
+        if self._connector is None:
+            return SyncStatus.OFFLINE
+        return self._connector.status
+
+    @property
+    def connector(self) -> Connector | None:
+        """The connection to the relay (None when not connected)."""
+        return self._connector
 
     # -- compaction ------------------------------------------------------------------
 
@@ -643,7 +755,7 @@ class Replica:
                 logger.exception("replica observer %r failed on %r", callback, event)
 
 
-def _rebuild(stored: StoredDocument) -> tuple[pycrdt.Doc[Any], list[_Held], list[_Held]]:
+def _rebuild(stored: StoredDocument) -> tuple[pycrdt.Doc[Any], list[Held], list[Held]]:
     """A new Doc holding the stored snapshot and log, writing under the stored client id.
 
     Entries are applied in log order; PENDING entries are held until their
@@ -651,13 +763,13 @@ def _rebuild(stored: StoredDocument) -> tuple[pycrdt.Doc[Any], list[_Held], list
     Returns the document, the updates still held, and held updates pycrdt rejected.
     """
     doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=stored.info.client_id)
-    held: list[_Held] = []
+    held: list[Held] = []
     try:
         doc.apply_update(stored.snapshot)
         group: list[bytes] = []
         for entry in stored.entries:
             if entry.kind is EntryKind.PENDING:
-                held.append(_Held(entry.data, summarize_update(entry.data)))
+                held.append(Held(entry.data, summarize_update(entry.data)))
             else:
                 group.append(entry.data)
             if len(group) >= _LOAD_GROUP:
@@ -667,43 +779,8 @@ def _rebuild(stored: StoredDocument) -> tuple[pycrdt.Doc[Any], list[_Held], list
         raise StoreCorruptError(
             f"document {stored.info.doc_id!r} cannot be rebuilt from the store: {exc}"
         ) from exc
-    rejected = _release(doc, held, doc.apply_update)
+    rejected = release_ready(doc, held, doc.apply_update)
     return doc, held, rejected
-
-
-def _release(
-    doc: pycrdt.Doc[Any], held: list[_Held], apply: Callable[[bytes], None]
-) -> list[_Held]:
-    """Apply (with ``apply``) and remove from ``held`` every update whose dependencies
-    ``doc`` now has, until none is ready. Returns those pycrdt rejected."""
-    rejected: list[_Held] = []
-    progress = bool(held)
-    while progress:
-        progress = False
-        have = decode_state_vector(doc.get_state())
-        for item in held:
-            if not item.summary.missing(have):
-                held.remove(item)
-                try:
-                    apply(item.update)
-                except (InvalidUpdateError, ValueError, RuntimeError):
-                    rejected.append(item)
-                progress = True
-                break
-    return rejected
-
-
-def _check_decodes(doc_id: str, update: bytes) -> None:
-    """Raise :class:`InvalidUpdateError` unless pycrdt can decode ``update``.
-
-    Used before holding an update: the header reader does not look inside
-    content, and a held update is only given to the document later.
-    """
-    scratch: pycrdt.Doc[Any] = pycrdt.Doc()
-    try:
-        scratch.apply_update(update)
-    except (ValueError, RuntimeError) as exc:
-        raise InvalidUpdateError(f"update for {doc_id!r} rejected: {exc}") from exc
 
 
 def _apply_group(doc: pycrdt.Doc[Any], group: list[bytes]) -> None:
@@ -713,3 +790,7 @@ def _apply_group(doc: pycrdt.Doc[Any], group: list[bytes]) -> None:
             for update in group:
                 doc.apply_update(update)
         group.clear()
+
+
+def _nothing() -> None:
+    """A no-op unsubscribe."""

@@ -25,6 +25,7 @@ from crdtsync import (
     StoreError,
     StoreLockedError,
 )
+from crdtsync.events import LocalUpdate
 from crdtsync.statevector import decode_state_vector, doc_state
 from crdtsync.store import EntryKind, MemoryData
 
@@ -324,11 +325,18 @@ def test_one_transaction_is_one_outbox_entry(reopen: Reopen) -> None:
 def test_acknowledge_and_pending_events(reopen: Reopen) -> None:
     replica = reopen(None)
     events: list[ReplicaEvent] = []
-    stop = replica.observe(events.append)
+    local: list[LocalUpdate] = []
+
+    def record(event: ReplicaEvent) -> None:
+        (local if isinstance(event, LocalUpdate) else events).append(event)  # type: ignore[arg-type]
+
+    stop = replica.observe(record)
     text = replica.open("d").get("t", type=pycrdt.Text)
     for char in "abc":
         text += char
     assert events == [PendingChanged(D, 1), PendingChanged(D, 2), PendingChanged(D, 3)]
+    assert [(e.doc_id, e.seq) for e in local] == [(D, 1), (D, 2), (D, 3)]
+    assert [e.update for e in local] == [e.data for e in replica.outbox("d")]
     replica.acknowledge("d", 2)
     assert events[-1] == PendingChanged(D, 1)
     assert [e.seq for e in replica.outbox("d")] == [3]
@@ -361,7 +369,7 @@ def test_a_failing_observer_is_logged_and_harmless(
     with caplog.at_level(logging.ERROR, logger="crdtsync.replica"):
         replica.open("d").get("t", type=pycrdt.Text).insert(0, "x")
     assert replica.pending("d") == 1
-    assert len(calls) == 1
+    assert [type(c) for c in calls] == [PendingChanged, LocalUpdate]
     assert "app bug" in caplog.text
 
 

@@ -1,0 +1,351 @@
+"""The asyncio websocket connector: moves bytes between a relay and a
+:class:`~crdtsync.session.ClientSession`, reconnects, and reports status.
+
+All protocol decisions are in the session; this module only dials, reads,
+writes, waits and decides which failures are worth retrying. Apps use it
+through :meth:`crdtsync.Replica.connect`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from .errors import ProtocolError, RelayRefusedError, SyncError
+from .events import (
+    AwarenessReceived,
+    DocumentSynced,
+    LocalUpdate,
+    RelayError,
+    SessionEvent,
+    StatusChanged,
+    SyncStatus,
+)
+from .ids import DocId
+from .protocol import DEFAULT_MAX_FRAME, ErrorCode
+from .session import ClientSession
+
+if TYPE_CHECKING:
+    from .replica import Replica
+
+__all__ = ["Connector", "backoff", "is_retryable"]
+
+logger = logging.getLogger("crdtsync.client")
+
+# Relay errors that reconnecting cannot fix.
+_FATAL_CODES = frozenset({ErrorCode.UNSUPPORTED_VERSION})
+
+
+def backoff(
+    initial: float = 0.25,
+    maximum: float = 30.0,
+    factor: float = 2.0,
+    rng: Callable[[], float] = random.random,
+) -> Iterator[float]:
+    """Delays (seconds) before each reconnection attempt: capped exponential
+    backoff with full jitter. Pure: no clock, no sleeping; ``rng`` returns [0, 1).
+
+    The n-th delay is uniform in ``[ceiling / 2, ceiling]`` where ``ceiling`` is
+    ``min(maximum, initial * factor ** n)``, so a fleet of clients that lost the
+    same relay does not come back in lockstep.
+    """
+    if initial <= 0 or maximum < initial or factor < 1:
+        raise ValueError("need 0 < initial <= maximum and factor >= 1")
+    ceiling = initial
+    while True:
+        yield ceiling / 2 + rng() * ceiling / 2
+        ceiling = min(maximum, ceiling * factor)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether a failure to connect or stay connected is worth retrying.
+
+    Network errors, timeouts, closed connections, protocol violations by the
+    relay and 5xx/429 handshake answers are transient. A bad URL, a 4xx answer
+    and a fatal refusal by the relay (:class:`~crdtsync.errors.SyncError`) are not.
+    """
+    if isinstance(exc, SyncError | InvalidURI):
+        return False
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        return status >= 500 or status in (408, 429)
+    return isinstance(
+        exc, OSError | TimeoutError | ConnectionClosed | InvalidHandshake | ProtocolError
+    )
+
+
+class Connector:
+    """Keeps one replica connected to one relay until :meth:`stop`.
+
+    Created by :meth:`crdtsync.Replica.connect`. Syncs every document the
+    replica has open (and every document opened later).
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        url: str,
+        *,
+        token: str | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+        open_timeout: float | None = 10.0,
+        delays: Callable[[], Iterator[float]] = backoff,
+    ) -> None:
+        self.url = url
+        self._replica = replica
+        self._session = ClientSession(replica, replica.replica_id, token=token, max_frame=max_frame)
+        self._max_frame = max_frame
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self._open_timeout = open_timeout
+        self._delays = delays
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._wake = asyncio.Event()
+        self._synced: dict[DocId, asyncio.Event] = {}
+        self._status_changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._welcomed = False
+        self._refused: RelayRefusedError | None = None
+        self._awareness_handlers: list[Callable[[DocId, bytes], None]] = []
+        self.error: BaseException | None = None
+        """The fatal error that stopped the connector, if any."""
+
+    # -- public -------------------------------------------------------------------------
+
+    @property
+    def status(self) -> SyncStatus:
+        """The current :class:`SyncStatus`."""
+        return self._session.status
+
+    @property
+    def session(self) -> ClientSession:
+        """The sans-I/O session this connector drives."""
+        return self._session
+
+    @property
+    def running(self) -> bool:
+        """True until :meth:`stop`, or until a fatal error ended the connector."""
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        """Start connecting in the background (returns at once)."""
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(), name=f"crdtsync-sync {self.url}")
+
+    async def stop(self) -> None:
+        """Close the connection (code 1000) and stop reconnecting."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+        self._session.connection_lost()
+        self._dispatch(self._session.events())
+
+    def cancel(self) -> None:
+        """Stop without waiting (used when the replica is closed while connected)."""
+        if self._task is not None:
+            self._task.cancel()
+
+    def on_replica_event(self, event: object) -> None:
+        """Replica observer: send local changes as soon as they are stored."""
+        if isinstance(event, LocalUpdate):
+            self.local_update(event.doc_id, event.seq, event.update)
+
+    def add_document(self, doc_id: DocId) -> None:
+        """Sync ``doc_id`` too (called by the replica when a document is opened)."""
+        self._call(self._add_document, doc_id)
+
+    def _add_document(self, doc_id: DocId) -> None:
+        self._synced.setdefault(doc_id, asyncio.Event())
+        self._session.add_document(doc_id)
+        self._flush()
+
+    def local_update(self, doc_id: DocId, seq: int, update: bytes) -> None:
+        """The replica stored local change ``seq``: send it (from any thread)."""
+        self._call(self._local_update, doc_id, seq, update)
+
+    def _local_update(self, doc_id: DocId, seq: int, update: bytes) -> None:
+        self._session.local_update(doc_id, seq, update)
+        self._flush()
+
+    def send_awareness(self, doc_id: DocId, payload: bytes) -> None:
+        """Send presence for ``doc_id`` if it is live on the current connection."""
+        self._call(self._send_awareness, doc_id, payload)
+
+    def _send_awareness(self, doc_id: DocId, payload: bytes) -> None:
+        if self._session.send_awareness(doc_id, payload):
+            self._flush()
+
+    def on_awareness(self, handler: Callable[[DocId, bytes], None]) -> None:
+        """Call ``handler(doc_id, payload)`` for presence received from others."""
+        self._awareness_handlers.append(handler)
+
+    async def wait_synced(self, doc_id: DocId, timeout: float | None) -> None:
+        """Wait until ``doc_id`` is caught up with the relay and nothing of it is
+        pending. Raises ``TimeoutError`` after ``timeout`` seconds, or the fatal
+        :class:`~crdtsync.errors.SyncError` that stopped the connector."""
+        self._add_document(doc_id)
+        event = self._synced[doc_id]
+        async with asyncio.timeout(timeout):
+            while not self._session.is_synced(doc_id):
+                if self.error is not None:
+                    raise self.error
+                waiter = self._loop.create_task(event.wait())
+                stopped = self._loop.create_task(self._stopped())
+                try:
+                    await asyncio.wait({waiter, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+                    stopped.cancel()
+        if self.error is not None and not self._session.is_synced(doc_id):
+            raise self.error
+
+    async def _stopped(self) -> None:
+        task = self._task
+        if task is not None:
+            await asyncio.wait({task})
+
+    async def wait_status(self, status: SyncStatus, timeout: float | None = None) -> None:
+        """Wait until :attr:`status` is ``status`` (``TimeoutError`` after ``timeout``)."""
+        async with asyncio.timeout(timeout):
+            while self._session.status is not status:
+                self._status_changed.clear()
+                await self._status_changed.wait()
+
+    # -- the connection loop ------------------------------------------------------------
+
+    async def _run(self) -> None:
+        delays = self._delays()
+        while True:
+            self._welcomed = False
+            try:
+                await self._connect_once()
+            except (
+                OSError,
+                TimeoutError,
+                ConnectionClosed,
+                InvalidHandshake,
+                InvalidURI,
+                ProtocolError,
+                SyncError,
+            ) as exc:
+                self._session.connection_lost()
+                self._dispatch(self._session.events())
+                if not is_retryable(exc):
+                    logger.error("sync with %s stopped: %s", self.url, exc)
+                    self.error = exc
+                    self._wake_waiters()
+                    return
+                logger.warning("connection to %s lost: %s", self.url, _describe(exc))
+            if self._welcomed:
+                delays = self._delays()  # a working connection resets the backoff
+            delay = next(delays)
+            logger.info("reconnecting to %s in %.2f s", self.url, delay)
+            await asyncio.sleep(delay)
+
+    async def _connect_once(self) -> None:
+        """One connection, until it ends; always raises (ConnectionClosed when the
+        relay closed it cleanly). Sets ``_welcomed`` if the relay welcomed us."""
+        self._session.connecting()
+        self._dispatch(self._session.events())
+        async with websockets.connect(
+            self.url,
+            max_size=self._max_frame,
+            ping_interval=self._ping_interval,
+            ping_timeout=self._ping_timeout,
+            open_timeout=self._open_timeout,
+            compression=None,
+        ) as ws:
+            logger.info("connected to %s", self.url)
+            writer = self._loop.create_task(self._write(ws))
+            try:
+                self._session.connected()
+                self._flush()
+                async for message in ws:
+                    if isinstance(message, str):
+                        raise ProtocolError("the relay sent a text message")
+                    self._session.receive(message)
+                    self._welcomed = self._welcomed or self._session.relay_id is not None
+                    self._flush()
+                    if self._refused is not None:
+                        raise self._refused
+                    if writer.done():
+                        writer.result()  # raises the write error
+                raise ConnectionClosed(ws.protocol.close_rcvd, ws.protocol.close_sent)
+            finally:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+                self._session.connection_lost()
+                self._session.relay_id = None
+                self._dispatch(self._session.events())
+
+    async def _write(self, ws: ClientConnection) -> None:
+        """The connection's only writer: sends the session's frames in order."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            for frame in self._session.frames_to_send():
+                await ws.send(frame)
+
+    def _flush(self) -> None:
+        """Dispatch the session's events and wake the writer."""
+        self._dispatch(self._session.events())
+        self._wake.set()
+
+    def _dispatch(self, events: list[SessionEvent]) -> None:
+        for event in events:
+            if isinstance(event, DocumentSynced):
+                flag = self._synced.setdefault(event.doc_id, asyncio.Event())
+                if event.synced:
+                    flag.set()
+                else:
+                    flag.clear()
+                self._replica._emit(event)
+            elif isinstance(event, StatusChanged):
+                logger.info("sync status: %s", event.status.value)
+                self._status_changed.set()
+                self._replica._emit(event)
+            elif isinstance(event, RelayError):
+                self._replica._emit(event)
+                if event.error.fatal and event.error.code in _FATAL_CODES:
+                    self._refused = RelayRefusedError(event.error.code, event.error.message)
+            elif isinstance(event, AwarenessReceived):
+                for handler in self._awareness_handlers:
+                    handler(event.doc_id, event.payload)
+
+    def _wake_waiters(self) -> None:
+        for event in self._synced.values():
+            event.set()
+        self._status_changed.set()
+
+    def _call(self, function: Callable[..., None], *args: object) -> None:
+        """Run ``function`` on the connector's loop, now if we are on its thread."""
+        if threading.get_ident() == self._thread:
+            function(*args)
+        else:
+            self._loop.call_soon_threadsafe(function, *args)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionClosed):
+        frame = exc.rcvd
+        if frame is not None:
+            return f"closed by the relay ({frame.code} {frame.reason})".rstrip()
+        return "connection closed"
+    return f"{type(exc).__name__}: {exc}"
