@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from .errors import ProtocolError, RelayRefusedError, SyncError
 from .events import (
     AwarenessReceived,
+    DocumentOpened,
     DocumentSynced,
     LocalUpdate,
     RelayError,
@@ -166,6 +167,8 @@ class Connector:
         """Replica observer: send local changes as soon as they are stored."""
         if isinstance(event, LocalUpdate):
             self.local_update(event.doc_id, event.seq, event.update)
+        elif isinstance(event, DocumentOpened):
+            self.add_document(event.doc_id)
 
     def add_document(self, doc_id: DocId) -> None:
         """Sync ``doc_id`` too (called by the replica when a document is opened)."""

@@ -21,6 +21,7 @@ from .protocol import ErrorFrame
 
 __all__ = [
     "AwarenessReceived",
+    "DocumentOpened",
     "DocumentSynced",
     "LocalUpdate",
     "PendingChanged",
@@ -55,6 +56,14 @@ class LocalUpdate:
     doc_id: DocId
     seq: int
     update: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentOpened:
+    """``doc_id`` was opened (loaded from the store) for the first time since the
+    replica opened; a connected replica starts syncing it."""
+
+    doc_id: DocId
 
 
 class SyncStatus(enum.Enum):
@@ -105,5 +114,7 @@ class AwarenessReceived:
 SessionEvent = StatusChanged | DocumentSynced | RelayError | AwarenessReceived
 
 
-ReplicaEvent = PendingChanged | LocalUpdate | StatusChanged | DocumentSynced | RelayError
+ReplicaEvent = (
+    PendingChanged | LocalUpdate | DocumentOpened | StatusChanged | DocumentSynced | RelayError
+)
 """Every event type a replica reports to :meth:`crdtsync.Replica.observe`."""

@@ -45,7 +45,7 @@ from .errors import (
     StoreError,
     StoreLockedError,
 )
-from .events import LocalUpdate, PendingChanged, ReplicaEvent, SyncStatus
+from .events import DocumentOpened, LocalUpdate, PendingChanged, ReplicaEvent, SyncStatus
 from .holding import Held, check_decodes, release_ready
 from .ids import DocId, ReplicaId, check_doc_id
 from .protocol import DEFAULT_MAX_FRAME
@@ -273,8 +273,8 @@ class Replica:
         if state is None:
             state = self._load(key)
             self._docs[key] = state
-            if self._connector is not None:
-                self._connector.add_document(key)
+            if self._observers:
+                self._emit(DocumentOpened(key))
         return state.doc
 
     def _load(self, doc_id: DocId) -> _OpenDoc:

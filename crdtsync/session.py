@@ -455,9 +455,7 @@ class ClientSession:
         self._out.append(encode_frame(frame))
 
     def _check_synced(self, doc_id: DocId, doc: _ClientDoc) -> None:
-        synced = (
-            doc.phase is _Phase.LIVE and not doc.blocked and self._target.pending(doc_id) == 0
-        )
+        synced = doc.phase is _Phase.LIVE and not doc.blocked and self._target.pending(doc_id) == 0
         self._set_synced(doc_id, doc, synced)
         self._update_status()
 
@@ -500,6 +498,14 @@ class Limits:
     """Most documents one connection may subscribe to at once."""
     max_queued_bytes: int = 8 << 20
     """Bytes queued for a connection beyond which it is closed as a slow consumer."""
+
+    def __post_init__(self) -> None:
+        if self.max_frame < 1024:
+            raise ValueError(f"max_frame must be at least 1024 bytes, not {self.max_frame}")
+        if self.max_docs < 1:
+            raise ValueError(f"max_docs must be at least 1, not {self.max_docs}")
+        if self.max_queued_bytes < self.max_frame:
+            raise ValueError("max_queued_bytes must be at least max_frame")
 
 
 @dataclass(frozen=True, slots=True)
@@ -667,9 +673,7 @@ class RelaySession:
         self, code: str, message: str, doc_id: DocId | None = None, seq: int | None = None
     ) -> None:
         """Queue a non-fatal ERROR."""
-        logger.info(
-            "%r: error %s%s: %s", self, code, f" on {doc_id!r}" if doc_id else "", message
-        )
+        logger.info("%r: error %s%s: %s", self, code, f" on {doc_id!r}" if doc_id else "", message)
         self._send(ErrorFrame(code, message, doc_id, seq, False))
 
     def fail(self, close_code: int, code: str, message: str) -> None:
@@ -696,4 +700,3 @@ class RelaySession:
 
     def _send(self, frame: Frame) -> None:
         self.push(encode_frame(frame))
-

@@ -23,6 +23,7 @@ __all__ = [
     "StateVector",
     "decode_state_vector",
     "doc_state",
+    "encode_state_vector",
     "read_delete_set",
     "read_var_uint",
     "same_state",
@@ -69,6 +70,23 @@ def decode_state_vector(data: bytes) -> StateVector:
     if pos != len(data):
         raise ValueError(f"{len(data) - pos} trailing bytes after the state vector")
     return result
+
+
+def _write_var_uint(out: bytearray, value: int) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def encode_state_vector(state_vector: StateVector) -> bytes:
+    """Encode ``{client_id: clock}`` as lib0 does (the inverse of :func:`decode_state_vector`)."""
+    out = bytearray()
+    _write_var_uint(out, len(state_vector))
+    for client, clock in state_vector.items():
+        _write_var_uint(out, client)
+        _write_var_uint(out, clock)
+    return bytes(out)
 
 
 def read_delete_set(data: bytes, pos: int) -> tuple[DeleteSet, int]:

@@ -25,7 +25,7 @@ from crdtsync import (
     StoreError,
     StoreLockedError,
 )
-from crdtsync.events import LocalUpdate
+from crdtsync.events import DocumentOpened, LocalUpdate
 from crdtsync.statevector import decode_state_vector, doc_state
 from crdtsync.store import EntryKind, MemoryData
 
@@ -328,7 +328,10 @@ def test_acknowledge_and_pending_events(reopen: Reopen) -> None:
     local: list[LocalUpdate] = []
 
     def record(event: ReplicaEvent) -> None:
-        (local if isinstance(event, LocalUpdate) else events).append(event)  # type: ignore[arg-type]
+        if isinstance(event, LocalUpdate):
+            local.append(event)
+        elif isinstance(event, PendingChanged):
+            events.append(event)
 
     stop = replica.observe(record)
     text = replica.open("d").get("t", type=pycrdt.Text)
@@ -369,7 +372,7 @@ def test_a_failing_observer_is_logged_and_harmless(
     with caplog.at_level(logging.ERROR, logger="crdtsync.replica"):
         replica.open("d").get("t", type=pycrdt.Text).insert(0, "x")
     assert replica.pending("d") == 1
-    assert [type(c) for c in calls] == [PendingChanged, LocalUpdate]
+    assert [type(c) for c in calls] == [DocumentOpened, PendingChanged, LocalUpdate]
     assert "app bug" in caplog.text
 
 

@@ -1,0 +1,129 @@
+"""The ``crdtsync-relay`` command (also ``python -m relay``).
+
+    crdtsync-relay --host 127.0.0.1 --port 8765 --store sqlite:///relay-data/relay.db
+
+Runs until SIGTERM or SIGINT, then shuts down gracefully: stops accepting,
+stores (and acknowledges) what was received, closes connections with 1001.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from crdtsync import __version__
+from crdtsync.errors import StoreError
+from crdtsync.protocol import DEFAULT_MAX_DOCS, DEFAULT_MAX_FRAME
+from crdtsync.session import Limits
+
+from .server import DEFAULT_STORE, Relay
+
+__all__ = ["main"]
+
+logger = logging.getLogger("relay")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crdtsync-relay",
+        description="Run the crdtsync relay: a websocket server that stores, acknowledges and "
+        "forwards CRDT updates between replicas.",
+        epilog="Store URLs: sqlite:///relative/path.db, sqlite:////absolute/path.db, memory:// "
+        "(add ?synchronous=normal to a sqlite URL to skip the fsync per commit).",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8765, help="port (default: %(default)s; 0 = any free)"
+    )
+    parser.add_argument("--store", default=DEFAULT_STORE, help="storage URL (default: %(default)s)")
+    parser.add_argument(
+        "--max-frame",
+        type=int,
+        default=DEFAULT_MAX_FRAME,
+        help="largest frame accepted, bytes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-docs",
+        type=int,
+        default=DEFAULT_MAX_DOCS,
+        help="most documents per connection (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-queued",
+        type=int,
+        default=Limits().max_queued_bytes,
+        help="bytes queued for one connection before it is closed as a slow consumer "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a document without subscribers stays loaded (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--relay-id", default=None, help="name in logs and WELCOME (default: random)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="default: %(default)s",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+async def _serve(relay: Relay, ready: asyncio.Event | None = None) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await relay.start()
+    print(f"crdtsync relay listening on {relay.url} (store {relay.storage.url})", flush=True)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    logger.info("signal received, shutting down")
+    await relay.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``crdtsync-relay`` and ``python -m relay``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        limits = Limits(
+            max_frame=args.max_frame, max_docs=args.max_docs, max_queued_bytes=args.max_queued
+        )
+        relay = Relay(
+            args.store,
+            host=args.host,
+            port=args.port,
+            limits=limits,
+            relay_id=args.relay_id,
+            idle_timeout=args.idle_timeout,
+        )
+        asyncio.run(_serve(relay))
+    except ValueError as exc:
+        print(f"crdtsync-relay: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"crdtsync-relay: storage {args.store}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"crdtsync-relay: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,453 @@
+"""The relay's rooms: one live document per active doc id, its subscribers,
+fan-out, and the bookkeeping that ties ACKs to storage commits. No I/O.
+
+:class:`Hub` is the whole relay minus sockets, disk and clocks. The server
+(:mod:`relay.server`) and the property tests drive it the same way:
+
+- ``hub.receive(session, data)`` for every message of a connection;
+- when ``on_load(doc_id)`` fires, load the room from storage and call
+  :meth:`Hub.loaded` (or :meth:`Hub.load_failed`);
+- when ``on_write()`` fires, take :meth:`Hub.take_writes`, append them to storage
+  in one commit and call :meth:`Hub.written` (or :meth:`Hub.write_failed`):
+  ACKs go out only then (DESIGN.md guarantee 2), fan-out never waits for it;
+- call :meth:`Hub.unload_idle` now and then with the time, so memory stays bounded.
+
+A received update is applied to the room's ``pycrdt.Doc`` before anything else:
+nothing pycrdt refuses reaches storage or other clients. An update whose
+dependencies are missing is stored and held, as the replica does
+(:mod:`crdtsync.holding`), and fanned out once it applies.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pycrdt
+
+from crdtsync.errors import InvalidUpdateError
+from crdtsync.holding import Held, check_decodes, release_ready
+from crdtsync.ids import DocId
+from crdtsync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsubscribe, Update
+from crdtsync.protocol import encode_frame as _encode_frame
+from crdtsync.protocol import encode_update as _encode_update
+from crdtsync.session import CLOSE_INTERNAL, Limits, RelaySession
+from crdtsync.statevector import StateVector, decode_state_vector, encode_state_vector
+from crdtsync.update import summarize_update
+
+from .storage import StoredRoom
+
+__all__ = ["Applied", "Hub", "Room", "Write"]
+
+logger = logging.getLogger("relay.rooms")
+
+DEFAULT_COMPACT_MIN_BYTES = 256 * 1024
+
+
+class RoomState(enum.Enum):
+    """A room's life cycle: LOADING from storage, then READY."""
+
+    LOADING = "loading"
+    READY = "ready"
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one incoming update did.
+
+    ``store``: bytes to persist (what the document integrated, or the held
+    update); ``broadcast``: updates now integrated, to send to the other
+    subscribers; ``error``: why (part of) the update was refused, if it was.
+    """
+
+    store: list[bytes]
+    broadcast: list[bytes]
+    error: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class Write:
+    """One update waiting to be appended to storage, and the ACK it releases."""
+
+    doc_id: DocId
+    update: bytes
+    sender: RelaySession | None = None
+    seq: int | None = None
+
+
+_Request = Subscribe | Update | Unsubscribe | Awareness
+
+
+@dataclass(slots=True, eq=False)
+class Room:
+    """One document: its live ``pycrdt.Doc``, subscribers and stored-log bookkeeping."""
+
+    doc_id: DocId
+    state: RoomState = RoomState.LOADING
+    doc: pycrdt.Doc[Any] = field(default_factory=pycrdt.Doc)
+    sv: StateVector = field(default_factory=dict)
+    subscribers: dict[RelaySession, None] = field(default_factory=dict)
+    held: list[Held] = field(default_factory=list)
+    waiting: list[tuple[RelaySession | None, _Request]] = field(default_factory=list)
+    snapshot_bytes: int = 0
+    log: list[tuple[int, int]] = field(default_factory=list)  # (id, size) since the snapshot
+    log_bytes: int = 0
+    writes_in_flight: int = 0
+    compacting: bool = False
+    idle_since: float | None = None
+
+    def load(self, stored: StoredRoom) -> None:
+        """Rebuild the document from storage: snapshot, then the log in order, holding
+        entries whose dependencies are missing (as they were held live)."""
+        if stored.snapshot is not None:
+            self.doc.apply_update(stored.snapshot)
+            self.snapshot_bytes = len(stored.snapshot)
+        self.sv = decode_state_vector(self.doc.get_state())
+        for entry in stored.updates:
+            try:
+                self.apply(entry.update)
+            except InvalidUpdateError as exc:
+                logger.warning("%r: a stored update no longer applies, skipped: %s", self, exc)
+        self.log = [(entry.id, len(entry.update)) for entry in stored.updates]
+        self.log_bytes = stored.log_bytes
+        self.state = RoomState.READY
+
+    def __repr__(self) -> str:
+        return f"<Room {self.doc_id!r} {self.state.value} {len(self.subscribers)} subscribers>"
+
+    def apply(self, update: bytes) -> Applied:
+        """Integrate ``update`` (or hold it until its dependencies arrive).
+
+        Raises :class:`~crdtsync.errors.InvalidUpdateError` if nothing of it can be
+        used (it is then neither stored nor sent). If pycrdt integrates part of
+        it and then fails, the part it integrated (the diff from the state before)
+        is what gets stored and sent, and ``error`` says why the rest was refused.
+        """
+        try:
+            summary = summarize_update(update)
+        except ValueError as exc:
+            raise InvalidUpdateError(f"undecodable update: {exc}") from exc
+        if summary.missing(self.sv):
+            if any(item.update == update for item in self.held):
+                return Applied([update], [])
+            check_decodes(self.doc_id, update)
+            self.held.append(Held(update, summary))
+            logger.debug("%r: holding an update until its dependencies arrive", self)
+            return Applied([update], [])
+        before = self.sv
+        try:
+            self.doc.apply_update(update)
+        except (ValueError, RuntimeError) as exc:
+            part = self.doc.get_update(encode_state_vector(before))
+            self.sv = decode_state_vector(self.doc.get_state())
+            logger.warning("%r: pycrdt refused an update part-way: %s", self, exc)
+            return Applied([part], [part], f"update refused by pycrdt: {exc}")
+        self.sv = summary.reach(before)
+        broadcast = [update]
+        if self.held:
+            released: list[bytes] = []
+
+            def apply_held(data: bytes) -> None:
+                self.doc.apply_update(data)
+                released.append(data)
+
+            rejected = release_ready(self.doc, self.held, apply_held)
+            for item in rejected:
+                logger.warning("%r: dropped a held update pycrdt refused", self)
+                del item
+            self.sv = decode_state_vector(self.doc.get_state())
+            broadcast.extend(released)
+        return Applied([update], broadcast)
+
+
+class Hub:
+    """Every room and connection of one relay process (sans-I/O).
+
+    ``on_load(doc_id)`` asks the host to load a room; ``on_write()`` says that
+    writes are waiting; ``on_compact(doc_id)`` says a room's log outgrew its
+    snapshot. The host answers through :meth:`loaded`, :meth:`written`,
+    :meth:`compacted` and their ``*_failed`` counterparts.
+    """
+
+    def __init__(
+        self,
+        relay_id: str,
+        limits: Limits = Limits(),  # noqa: B008 - frozen dataclass
+        *,
+        compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
+        on_load: Callable[[DocId], None] = lambda doc_id: None,
+        on_write: Callable[[], None] = lambda: None,
+        on_compact: Callable[[DocId], None] = lambda doc_id: None,
+    ) -> None:
+        self.relay_id = relay_id
+        self.limits = limits
+        self.compact_min_bytes = compact_min_bytes
+        self.on_load = on_load
+        self.on_write = on_write
+        self.on_compact = on_compact
+        self.rooms: dict[DocId, Room] = {}
+        self.sessions: set[RelaySession] = set()
+        self._writes: list[Write] = []
+        self.updates_received = 0
+        self.deliveries = 0
+        self._now = 0.0  # the host's time at the last unload_idle()
+
+    # -- connections ---------------------------------------------------------------------
+
+    def open_session(
+        self, name: str = "", on_output: Callable[[], None] | None = None
+    ) -> RelaySession:
+        """A new connection's session."""
+        session = RelaySession(self.relay_id, self.limits, name=name, on_output=on_output)
+        self.sessions.add(session)
+        return session
+
+    def close_session(self, session: RelaySession) -> None:
+        """The connection ended: remove it from every room (its pending ACKs are dropped;
+        the client resends what was not acknowledged)."""
+        self.sessions.discard(session)
+        for doc_id in session.subscriptions:
+            room = self.rooms.get(doc_id)
+            if room is not None:
+                self._leave(room, session)
+        session.subscriptions.clear()
+        for write in self._writes:
+            if write.sender is session:
+                write.sender = None
+
+    def receive(self, session: RelaySession, data: bytes) -> None:
+        """Handle one message from ``session``'s client."""
+        for request in session.receive(data):
+            if isinstance(request, Hello):
+                logger.info("%r: hello", session)
+                continue
+            room = self.rooms.get(request.doc_id)
+            if room is None:
+                if not isinstance(request, Subscribe):
+                    continue  # the session checked the subscription; nothing to do
+                room = self._create(request.doc_id)
+            if room.state is RoomState.LOADING:
+                room.waiting.append((session, request))
+            else:
+                self._handle(room, session, request)
+
+    def _handle(self, room: Room, session: RelaySession | None, request: _Request) -> None:
+        if isinstance(request, Update):
+            self._update(room, session, request.update, request.seq)
+        elif isinstance(request, Subscribe) and session is not None:
+            self._subscribe(room, session, request.state_vector)
+        elif isinstance(request, Awareness):
+            frame = _encode_frame(request)
+            for other in room.subscribers:
+                if other is not session:
+                    other.push(frame)
+        elif isinstance(request, Unsubscribe) and session is not None:
+            self._leave(room, session)
+
+    def _subscribe(self, room: Room, session: RelaySession, state_vector: bytes) -> None:
+        if room.doc_id not in session.subscriptions:
+            return  # unsubscribed or closed while the room was loading
+        session.sync(room.doc_id, room.doc.get_update(state_vector), room.doc.get_state())
+        room.subscribers[session] = None
+        room.idle_since = None
+        logger.info(
+            "%r subscribed to %r (%d subscribers)", session, room.doc_id, len(room.subscribers)
+        )
+
+    def _leave(self, room: Room, session: RelaySession) -> None:
+        room.subscribers.pop(session, None)
+        room.waiting = [(s, r) for s, r in room.waiting if s is not session]
+        if not room.subscribers and room.idle_since is None:
+            room.idle_since = self._now
+
+    def _update(
+        self, room: Room, session: RelaySession | None, update: bytes, seq: int | None
+    ) -> None:
+        self.updates_received += 1
+        try:
+            applied = room.apply(update)
+        except InvalidUpdateError as exc:
+            logger.info("%r: invalid update for %r: %s", session, room.doc_id, exc)
+            if session is not None:
+                session.reject(room.doc_id, seq, ErrorCode.INVALID_UPDATE, str(exc))
+            return
+        if applied.error is not None and session is not None:
+            session.reject(room.doc_id, seq, ErrorCode.INVALID_UPDATE, applied.error)
+            seq = None
+        for data in applied.broadcast:
+            frame = _encode_update(room.doc_id, data)
+            for other in room.subscribers:
+                if other is not session:
+                    other.push(frame)
+                    self.deliveries += 1
+        if applied.store:
+            last = len(applied.store) - 1
+            for index, data in enumerate(applied.store):
+                self._writes.append(
+                    Write(room.doc_id, data, session, seq if index == last else None)
+                )
+            room.writes_in_flight += len(applied.store)
+            self.on_write()
+
+    def remote_update(self, doc_id: DocId, update: bytes) -> None:
+        """An update another relay process stored (shared storage): apply and fan out
+        to every subscriber here; it is not stored again."""
+        room = self.rooms.get(doc_id)
+        if room is None:
+            return  # not loaded here: storage already has it
+        if room.state is RoomState.LOADING:
+            room.waiting.append((None, Update(doc_id, update)))
+            return
+        try:
+            applied = room.apply(update)
+        except InvalidUpdateError as exc:
+            logger.warning("%r: invalid update from another relay process: %s", room, exc)
+            return
+        for data in applied.broadcast:
+            frame = _encode_update(doc_id, data)
+            for session in room.subscribers:
+                session.push(frame)
+
+    # -- loading -------------------------------------------------------------------------
+
+    def _create(self, doc_id: DocId) -> Room:
+        room = Room(doc_id)
+        self.rooms[doc_id] = room
+        logger.debug("loading room %r", doc_id)
+        self.on_load(doc_id)
+        return room
+
+    def loaded(self, doc_id: DocId, stored: StoredRoom) -> None:
+        """Storage returned the room's content: build it and answer who waited."""
+        room = self.rooms.get(doc_id)
+        if room is None or room.state is not RoomState.LOADING:
+            return
+        room.load(stored)
+        logger.info(
+            "loaded room %r (%d log entries, %d bytes)", doc_id, len(stored.updates), room.log_bytes
+        )
+        waiting, room.waiting = room.waiting, []
+        for session, request in waiting:
+            if session is None or session in self.sessions:
+                self._handle(room, session, request)
+        self._check_compaction(room)
+
+    def load_failed(self, doc_id: DocId, error: BaseException) -> None:
+        """Storage could not load the room: tell who waited, forget the room."""
+        room = self.rooms.pop(doc_id, None)
+        if room is None:
+            return
+        logger.error("could not load room %r: %s", doc_id, error)
+        for session, request in room.waiting:
+            if session is None:
+                continue
+            seq = request.seq if isinstance(request, Update) else None
+            session.subscriptions.discard(doc_id)
+            session.error(ErrorCode.INTERNAL, f"document unavailable: {error}", doc_id, seq)
+
+    # -- storage writes ------------------------------------------------------------------
+
+    @property
+    def writes_waiting(self) -> int:
+        """Writes not yet taken by :meth:`take_writes`."""
+        return len(self._writes)
+
+    def take_writes(self) -> list[Write]:
+        """The writes to append in the next storage commit (in order)."""
+        writes, self._writes = self._writes, []
+        return writes
+
+    def written(self, writes: Sequence[Write], ids: Sequence[int]) -> None:
+        """``writes`` are durably stored under ``ids``: send the ACKs they release."""
+        acks: dict[tuple[RelaySession, DocId], int] = {}
+        touched: dict[DocId, Room] = {}
+        for write, entry_id in zip(writes, ids, strict=True):
+            room = self.rooms.get(write.doc_id)
+            if room is not None:
+                room.writes_in_flight -= 1
+                room.log.append((entry_id, len(write.update)))
+                room.log_bytes += len(write.update)
+                touched[write.doc_id] = room
+            if write.sender is not None and write.seq is not None:
+                key = (write.sender, write.doc_id)
+                acks[key] = max(acks.get(key, 0), write.seq)
+        for (session, doc_id), seq in acks.items():
+            session.stored(doc_id, seq)
+        for room in touched.values():
+            self._check_compaction(room)
+
+    def write_failed(self, writes: Sequence[Write], error: BaseException) -> None:
+        """Storage refused the commit: nothing is acknowledged. Senders get ERROR and
+        are disconnected, so they resend after a backoff (their outbox keeps it all)."""
+        logger.error("storage failed; %d update(s) not acknowledged: %s", len(writes), error)
+        for write in writes:
+            room = self.rooms.get(write.doc_id)
+            if room is not None:
+                room.writes_in_flight -= 1
+            if write.sender is not None:
+                write.sender.reject(
+                    write.doc_id, write.seq, ErrorCode.STORAGE_FAILED, f"not stored: {error}"
+                )
+                write.sender.fail(CLOSE_INTERNAL, ErrorCode.STORAGE_FAILED, "storage failed")
+
+    # -- compaction ----------------------------------------------------------------------
+
+    def _check_compaction(self, room: Room) -> None:
+        if room.compacting or room.held:
+            return
+        if room.log_bytes > max(self.compact_min_bytes, room.snapshot_bytes):
+            room.compacting = True
+            self.on_compact(room.doc_id)
+
+    def compacted(self, doc_id: DocId, snapshot_bytes: int, upto: int) -> None:
+        """The host stored a verified snapshot covering log entries up to ``upto``."""
+        room = self.rooms.get(doc_id)
+        if room is None:
+            return
+        room.compacting = False
+        room.snapshot_bytes = snapshot_bytes
+        room.log = [(entry_id, size) for entry_id, size in room.log if entry_id > upto]
+        room.log_bytes = sum(size for _, size in room.log)
+
+    def compaction_failed(self, doc_id: DocId, error: BaseException) -> None:
+        """Compaction did not happen (logged); it is tried again after more writes."""
+        room = self.rooms.get(doc_id)
+        logger.warning("compaction of %r failed: %s", doc_id, error)
+        if room is not None:
+            room.compacting = False
+            room.snapshot_bytes = max(room.snapshot_bytes, room.log_bytes)  # back off
+
+    # -- memory ------------------------------------------------------------------------------
+
+    def unload_idle(self, now: float, idle_for: float) -> list[DocId]:
+        """Unload rooms without subscribers for ``idle_for`` seconds and nothing in
+        flight. ``now`` is the host's monotonic time; a room counts as idle from the
+        call before it lost its last subscriber. Returns the ids unloaded."""
+        self._now = now
+        done: list[DocId] = []
+        for doc_id, room in list(self.rooms.items()):
+            if (
+                room.state is RoomState.READY
+                and not room.subscribers
+                and not room.waiting
+                and room.writes_in_flight == 0
+                and not room.compacting
+                and room.idle_since is not None
+                and now - room.idle_since >= idle_for
+            ):
+                del self.rooms[doc_id]
+                done.append(doc_id)
+        if done:
+            logger.info("unloaded %d idle room(s)", len(done))
+        return done
+
+
+def replay(stored: StoredRoom) -> tuple[pycrdt.Doc[Any], list[Held]]:
+    """A document rebuilt from stored content exactly as a room loads it, and the
+    updates still held (compaction verifies its snapshot against this)."""
+    room = Room(stored.doc_id)
+    room.load(stored)
+    return room.doc, room.held

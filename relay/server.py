@@ -1,0 +1,371 @@
+"""The relay service: a websockets server around the sans-I/O :class:`~relay.rooms.Hub`.
+
+This module only moves bytes and runs the storage calls the hub asks for:
+
+- one reader and one writer per connection (the writer drains the session's
+  bounded queue; a client that stops reading is closed as a slow consumer);
+- one storage writer for the whole relay doing group commit: every update
+  received while a commit runs goes into the next one, and ACKs are sent
+  after the commit that holds them (fan-out does not wait for the disk);
+- room loads and background compactions as tasks, and a janitor that unloads
+  idle rooms.
+
+Use ``async with Relay(...) as relay:`` or ``await relay.start()`` /
+``await relay.stop()``; ``python -m relay`` runs it from the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import json
+import logging
+import secrets
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any
+
+import pycrdt
+import websockets
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from crdtsync.errors import StoreError
+from crdtsync.ids import DocId
+from crdtsync.session import Limits, RelaySession
+from crdtsync.statevector import same_state
+
+from .rooms import DEFAULT_COMPACT_MIN_BYTES, Hub, replay
+from .storage import RelayStorage, StoredRoom, open_storage
+
+__all__ = ["DEFAULT_STORE", "Relay"]
+
+logger = logging.getLogger("relay.server")
+
+DEFAULT_STORE = "sqlite:///relay-data/relay.db"
+NATIVE_PATH = "/"
+
+
+class Relay:
+    """A relay serving the native protocol on ``ws://host:port/``.
+
+    ``storage`` is a storage URL (``sqlite:///relay-data/relay.db``,
+    ``sqlite:////abs/path.db``, ``memory://``) or a :class:`RelayStorage`.
+    ``port=0`` picks a free port (read it back from :attr:`port`).
+    ``idle_timeout``: seconds a room without subscribers stays in memory.
+    """
+
+    def __init__(
+        self,
+        storage: str | RelayStorage = DEFAULT_STORE,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        limits: Limits = Limits(),  # noqa: B008 - frozen dataclass
+        relay_id: str | None = None,
+        idle_timeout: float = 60.0,
+        compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
+        ping_interval: float | None = 20.0,
+        ping_timeout: float | None = 20.0,
+    ) -> None:
+        self.storage = open_storage(storage) if isinstance(storage, str) else storage
+        self.host = host
+        self.limits = limits
+        self.relay_id = relay_id or f"relay-{secrets.token_hex(4)}"
+        self.idle_timeout = idle_timeout
+        self._requested_port = port
+        self._ping_interval = ping_interval
+        self._ping_timeout = ping_timeout
+        self.hub = Hub(
+            self.relay_id,
+            limits,
+            compact_min_bytes=compact_min_bytes,
+            on_load=self._on_load,
+            on_write=self._on_write,
+            on_compact=self._on_compact,
+        )
+        self._server: Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._write_wake = asyncio.Event()
+        self._writes_idle = asyncio.Event()
+        self._writes_idle.set()
+        self._writer: asyncio.Task[None] | None = None
+        self._janitor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.connections: set[ServerConnection] = set()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The port the relay listens on (after :meth:`start`)."""
+        if self._server is None:
+            raise RuntimeError("the relay is not started")
+        port: int = next(iter(self._server.sockets)).getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port`` of the native protocol."""
+        return f"ws://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Open storage and start listening."""
+        await self.storage.open()
+        loop = asyncio.get_running_loop()
+        self._writer = loop.create_task(self._write_loop(), name="relay storage writer")
+        self._janitor = loop.create_task(self._janitor_loop(), name="relay janitor")
+        try:
+            self._server = await websockets.serve(
+                self._handle,
+                self.host,
+                self._requested_port,
+                max_size=self.limits.max_frame,
+                compression=None,
+                process_request=self._process_request,
+                ping_interval=self._ping_interval,
+                ping_timeout=self._ping_timeout,
+                close_timeout=2,
+            )
+        except OSError:
+            await self._close_background()
+            await self.storage.close()
+            raise
+        logger.info(
+            "relay %s listening on %s (storage %s, max frame %d bytes, max %d docs/connection)",
+            self.relay_id,
+            self.url,
+            self.storage.url,
+            self.limits.max_frame,
+            self.limits.max_docs,
+        )
+
+    async def stop(self) -> None:
+        """Graceful shutdown: stop accepting, store what was received (sending its
+        ACKs), close every connection with 1001, close storage."""
+        if self._server is None or self._stopping:
+            return
+        self._stopping = True
+        server = self._server
+        logger.info("relay %s stopping", self.relay_id)
+        server.close(close_connections=False)
+        await self._drain_writes()
+        server.close(close_connections=True)
+        await server.wait_closed()
+        await self._close_background()
+        await self.storage.close()
+        self._server = None
+        self._stopping = False
+        logger.info("relay %s stopped", self.relay_id)
+
+    async def _close_background(self) -> None:
+        tasks = [t for t in (self._writer, self._janitor, *self._tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._writer = self._janitor = None
+
+    async def serve_forever(self) -> None:
+        """Run until cancelled (``start`` first)."""
+        if self._server is None:
+            await self.start()
+        await asyncio.Future()
+
+    async def __aenter__(self) -> Relay:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/health":
+            body = json.dumps(
+                {
+                    "status": "stopping" if self._stopping else "ok",
+                    "relay": self.relay_id,
+                    "connections": len(self.connections),
+                    "rooms": len(self.hub.rooms),
+                }
+            )
+            response = connection.respond(http.HTTPStatus.OK, body + "\n")
+            response.headers["Content-Type"] = "application/json"
+            return response
+        if path != NATIVE_PATH:
+            return connection.respond(http.HTTPStatus.NOT_FOUND, f"no endpoint at {path}\n")
+        if self._stopping:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
+        return None
+
+    # -- one connection ------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        peer = _peer(ws)
+        wake = asyncio.Event()
+        session = self.hub.open_session(name=peer, on_output=wake.set)
+        self.connections.add(ws)
+        writer = asyncio.get_running_loop().create_task(self._send_loop(ws, session, wake))
+        logger.info("connection from %s", peer)
+        try:
+            async for message in ws:
+                if isinstance(message, str):
+                    session.fail(1003, "bad_frame", "frames are binary msgpack, not text")
+                    break
+                self.hub.receive(session, message)
+                if session.close is not None or writer.done():
+                    break
+        except ConnectionClosed as exc:
+            logger.info("connection from %s lost: %s", peer, exc)
+        finally:
+            self.hub.close_session(session)
+            self.connections.discard(ws)
+            if session.close is not None and not writer.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(writer), timeout=2)
+                except TimeoutError:
+                    logger.info("%s did not take its close frame in time; dropping it", peer)
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+            if session.close is not None:
+                await _close(ws, session.close.code, session.close.reason)
+            logger.info(
+                "connection from %s (replica %s) closed%s",
+                peer,
+                session.replica_id,
+                f": {session.close.reason}" if session.close else "",
+            )
+
+    async def _send_loop(
+        self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event
+    ) -> None:
+        """The connection's only writer: the session's frames, in order."""
+        try:
+            while True:
+                await wake.wait()
+                wake.clear()
+                frames = session.frames_to_send()
+                for frame in frames:
+                    await ws.send(frame)
+                if session.close is not None:
+                    await _close(ws, session.close.code, session.close.reason)
+                    return
+        except ConnectionClosed:
+            return
+
+    # -- storage -----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _on_load(self, doc_id: DocId) -> None:
+        self._spawn(self._load(doc_id), f"load {doc_id}")
+
+    async def _load(self, doc_id: DocId) -> None:
+        try:
+            stored = await self.storage.load(doc_id)
+        except StoreError as exc:
+            self.hub.load_failed(doc_id, exc)
+            return
+        self.hub.loaded(doc_id, stored)
+
+    def _on_write(self) -> None:
+        self._writes_idle.clear()
+        self._write_wake.set()
+
+    async def _write_loop(self) -> None:
+        """Group commit: everything received while one commit runs goes into the next."""
+        while True:
+            await self._write_wake.wait()
+            self._write_wake.clear()
+            writes = self.hub.take_writes()
+            if writes:
+                try:
+                    ids = await self.storage.append([(w.doc_id, w.update) for w in writes])
+                except StoreError as exc:
+                    self.hub.write_failed(writes, exc)
+                else:
+                    self.hub.written(writes, ids)
+            if self.hub.writes_waiting:
+                self._write_wake.set()
+            else:
+                self._writes_idle.set()
+
+    async def _drain_writes(self) -> None:
+        """Wait until every received update is stored (or failed)."""
+        while self.hub.writes_waiting or not self._writes_idle.is_set():
+            self._write_wake.set()
+            await self._writes_idle.wait()
+
+    def _on_compact(self, doc_id: DocId) -> None:
+        self._spawn(self._compact(doc_id), f"compact {doc_id}")
+
+    async def _compact(self, doc_id: DocId) -> None:
+        try:
+            stored = await self.storage.load(doc_id)
+            if not stored.updates:
+                self.hub.compacted(doc_id, len(stored.snapshot or b""), stored.snapshot_upto)
+                return
+            snapshot = await asyncio.to_thread(_verified_snapshot, stored)
+            upto = stored.updates[-1].id
+            await self.storage.compact(doc_id, snapshot, upto)
+        except (StoreError, ValueError, RuntimeError) as exc:
+            self.hub.compaction_failed(doc_id, exc)
+            return
+        logger.info(
+            "compacted %r: %d log entries into a %d-byte snapshot",
+            doc_id,
+            len(stored.updates),
+            len(snapshot),
+        )
+        self.hub.compacted(doc_id, len(snapshot), upto)
+
+    async def _janitor_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        period = max(0.05, min(self.idle_timeout / 2, 5.0))
+        while True:
+            self.hub.unload_idle(loop.time(), self.idle_timeout)
+            await asyncio.sleep(period)
+
+
+def _verified_snapshot(stored: StoredRoom) -> bytes:
+    """The room's state as one update, checked to reproduce the stored content.
+
+    Raises ``ValueError`` if the log holds updates still waiting for their
+    dependencies (they would be dropped) or if the snapshot does not reproduce
+    the same state vector and delete set.
+    """
+    doc, held = replay(stored)
+    if held:
+        raise ValueError(f"{len(held)} held update(s): compaction would drop them")
+    snapshot = doc.get_update()
+    check: pycrdt.Doc[Any] = pycrdt.Doc()
+    check.apply_update(snapshot)
+    if not same_state(doc, check):
+        raise ValueError("the snapshot does not reproduce the stored document")
+    return snapshot
+
+
+async def _close(ws: ServerConnection, code: int, reason: str) -> None:
+    try:
+        await asyncio.wait_for(ws.close(code, reason), timeout=2)
+    except TimeoutError:
+        ws.transport.abort()
+
+
+def _peer(ws: ServerConnection) -> str:
+    address = ws.remote_address
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)

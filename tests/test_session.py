@@ -1,0 +1,336 @@
+"""The sans-I/O sessions and the relay's hub, driven by hand (tests/sim.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import msgpack
+import pycrdt
+import pytest
+
+from crdtsync import Replica
+from crdtsync.errors import ProtocolError
+from crdtsync.events import DocumentSynced, RelayError, StatusChanged, SyncStatus
+from crdtsync.ids import DocId, ReplicaId
+from crdtsync.protocol import (
+    Ack,
+    ErrorCode,
+    ErrorFrame,
+    Hello,
+    Subscribe,
+    Sync,
+    Update,
+    Welcome,
+    decode_frame,
+    encode_frame,
+)
+from crdtsync.session import ClientSession, Limits, RelaySession
+from crdtsync.statevector import doc_state
+from relay.rooms import Hub
+from relay.storage import StoredRoom
+
+from .sim import SimNetwork, SimStorage
+
+D = DocId("doc")
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Replica]]:
+    made = [Replica(":memory:") for _ in range(3)]
+    yield made
+    for replica in made:
+        replica.close()
+
+
+def text(replica: Replica, doc_id: str = D) -> pycrdt.Text:
+    return replica.open(doc_id).get("t", type=pycrdt.Text)
+
+
+def test_two_replicas_converge_and_acks_empty_the_outbox(replicas: list[Replica]) -> None:
+    a, b, _ = replicas
+    text(a).insert(0, "offline A ")
+    text(b).insert(0, "offline B ")
+    net = SimNetwork()
+    ca, cb = net.client(a), net.client(b)
+    net.connect(ca)
+    net.connect(cb)
+    net.run()
+    assert str(text(a)) == str(text(b))
+    assert "offline A" in str(text(a)) and "offline B" in str(text(a))
+    assert a.pending(D) == b.pending(D) == 0
+    assert ca.status is SyncStatus.SYNCED and cb.status is SyncStatus.SYNCED
+    # Live: a change goes out as one UPDATE and comes back as an ACK.
+    text(a).insert(0, "live ")
+    assert ca.status is SyncStatus.SYNCING
+    net.run()
+    assert str(text(b)).startswith("live ")
+    assert a.pending(D) == 0 and ca.is_synced(D)
+
+
+def test_late_joiner_gets_everything_from_storage(replicas: list[Replica]) -> None:
+    a, b, c = replicas
+    storage = SimStorage()
+    net = SimNetwork(storage)
+    for replica, word in ((a, "alpha "), (b, "beta ")):
+        text(replica).insert(0, word)
+        net.connect(net.client(replica))
+    net.run()
+    net.restart_relay()  # the third replica loads the room from storage
+    text(c)
+    net.connect(net.client(c))
+    net.run()
+    assert doc_state(c.open(D)) == doc_state(a.open(D))
+    assert str(text(c)) == str(text(a))
+
+
+def test_offline_work_is_uploaded_as_one_diff(replicas: list[Replica]) -> None:
+    a, b, _ = replicas
+    t = text(a)
+    for i in range(500):
+        t.insert(len(t), f"{i} ")
+    assert a.pending(D) == 500
+    history = sum(len(entry.data) for entry in a.outbox(D))
+    net = SimNetwork()
+    net.connect(net.client(a))
+    net.run()
+    assert a.pending(D) == 0
+    updates = [e.update for e in net.storage.log[D]]
+    assert len(updates) == 1  # one UPDATE covering the outbox, not 500
+    assert len(updates[0]) == len(a.open(D).get_update())
+    assert len(updates[0]) * 5 < history
+    text(b)
+    net.connect(net.client(b))
+    net.run()
+    assert str(text(b)) == str(t)
+
+
+def test_deletions_cross_even_when_state_vectors_are_equal(replicas: list[Replica]) -> None:
+    a, b, _ = replicas
+    net = SimNetwork()
+    text(a).insert(0, "keep delete")
+    ca, cb = net.client(a), net.client(b)
+    text(b)
+    net.connect(ca)
+    net.connect(cb)
+    net.run()
+    net.disconnect(cb)
+    del text(a)[4:]  # a delete-only change: a's state vector does not move
+    net.run()
+    net.connect(cb)
+    net.run()
+    assert str(text(b)) == "keep"
+
+
+def test_unacknowledged_changes_are_resent_after_a_relay_crash(replicas: list[Replica]) -> None:
+    a, b, _ = replicas
+    storage = SimStorage()
+    net = SimNetwork(storage)
+    ca = net.client(a)
+    net.connect(ca)
+    net.run()
+    text(a).insert(0, "lost in flight")
+    link = net.links[ca]
+    link.up.extend(ca.frames_to_send())
+    net.restart_relay()  # the frame never reached the relay
+    assert a.pending(D) == 1
+    net.connect(ca)
+    text(b)
+    net.connect(net.client(b))
+    net.run()
+    assert a.pending(D) == 0
+    assert str(text(b)) == "lost in flight"
+
+
+def test_status_and_synced_events(replicas: list[Replica]) -> None:
+    a = replicas[0]
+    text(a).insert(0, "x")
+    net = SimNetwork()
+    ca = net.client(a)
+    assert ca.status is SyncStatus.OFFLINE
+    net.connect(ca)
+    assert ca.status is SyncStatus.CONNECTING
+    net.run()
+    events = ca.events()
+    statuses = [e.status for e in events if isinstance(e, StatusChanged)]
+    assert statuses == [SyncStatus.CONNECTING, SyncStatus.SYNCING, SyncStatus.SYNCED]
+    assert DocumentSynced(D, True) in events
+    net.disconnect(ca)
+    assert ca.status is SyncStatus.OFFLINE and not ca.is_synced(D)
+
+
+# -- the relay session refuses bad input --------------------------------------------------
+
+
+def hello(session: RelaySession) -> None:
+    assert session.receive(encode_frame(Hello(ReplicaId("r")))) == [Hello(ReplicaId("r"))]
+    assert isinstance(decode_frame(session.frames_to_send()[0]), Welcome)
+
+
+def errors(session: RelaySession) -> list[ErrorFrame]:
+    return [f for f in map(decode_frame, session.frames_to_send()) if isinstance(f, ErrorFrame)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xc1",
+        b"garbage",
+        msgpack.packb([1, 2, 3]),
+        msgpack.packb({"type": "update"}),
+        msgpack.packb({"type": "update", "doc": 5, "update": b"x"}),
+        msgpack.packb({"type": "update", "doc": "d", "update": "text, not bytes"}),
+        msgpack.packb({"type": "subscribe", "doc": "d", "sv": b"\xff\xff"}),
+        msgpack.packb({"type": "nope"}),
+        msgpack.packb({"type": "ack", "doc": "d", "seq": -1}),
+        msgpack.packb({"type": "update", "doc": "x" * 600, "update": b"x"}),
+        msgpack.packb({"type": "update", "doc": "d", "update": b"x", "seq": 2**64 - 1}),
+    ],
+)
+def test_bad_frames_get_an_error_not_an_exception(data: bytes) -> None:
+    session = RelaySession("relay")
+    hello(session)
+    assert session.receive(data) == []
+    [error] = errors(session)
+    assert error.code == ErrorCode.BAD_FRAME and not error.fatal
+    assert session.close is None
+
+
+def test_anything_but_hello_first_closes() -> None:
+    session = RelaySession("relay")
+    assert session.receive(encode_frame(Subscribe(D, b"\x00"))) == []
+    assert session.close is not None and "hello" in session.close.reason
+    [error] = errors(session)
+    assert error.fatal
+
+
+def test_unsupported_version_is_fatal() -> None:
+    session = RelaySession("relay")
+    session.receive(encode_frame(Hello(ReplicaId("r"), version=99)))
+    [error] = errors(session)
+    assert error.code == ErrorCode.UNSUPPORTED_VERSION and error.fatal
+
+
+def test_update_for_a_document_not_subscribed() -> None:
+    session = RelaySession("relay")
+    hello(session)
+    assert session.receive(encode_frame(Update(D, b"\x00\x00", 3))) == []
+    [error] = errors(session)
+    assert (error.code, error.doc_id, error.seq) == (ErrorCode.NOT_SUBSCRIBED, D, 3)
+
+
+def test_too_many_documents() -> None:
+    session = RelaySession("relay", Limits(max_docs=2))
+    hello(session)
+    for name in "abc":
+        session.receive(encode_frame(Subscribe(DocId(name), b"\x00")))
+    [error] = errors(session)
+    assert (error.code, error.doc_id) == (ErrorCode.TOO_MANY_DOCUMENTS, "c")
+    assert session.subscriptions == {"a", "b"}
+
+
+def test_slow_consumer_is_closed() -> None:
+    closed = []
+    session = RelaySession(
+        "relay", Limits(max_frame=1024, max_queued_bytes=4096), on_output=lambda: None
+    )
+    hello(session)
+    for _ in range(100):
+        session.push(b"x" * 100)
+    closed.append(session.close)
+    assert session.close is not None and "slow_consumer" in session.close.reason
+    [error] = errors(session)
+    assert error.code == ErrorCode.SLOW_CONSUMER
+
+
+# -- the hub: validation before storage and fan-out ---------------------------------------
+
+
+def test_garbage_update_is_refused_and_nothing_stored(replicas: list[Replica]) -> None:
+    a, b, _ = replicas
+    net = SimNetwork()
+    ca, cb = net.client(a), net.client(b)
+    text(a).insert(0, "before")
+    text(b)
+    net.connect(ca)
+    net.connect(cb)
+    net.run()
+    stored = list(net.storage.log[D])
+    evil = net.hub.open_session("evil")
+    net.hub.receive(evil, encode_frame(Hello(ReplicaId("evil"))))
+    net.hub.receive(evil, encode_frame(Subscribe(D, b"\x00")))
+    net.hub.receive(evil, encode_frame(Update(D, b"\x01\x02\x03garbage", 1)))
+    frames = [decode_frame(f) for f in evil.frames_to_send()]
+    [error] = [f for f in frames if isinstance(f, ErrorFrame)]
+    assert (error.code, error.seq) == (ErrorCode.INVALID_UPDATE, 1)
+    assert net.hub.take_writes() == []
+    assert net.storage.log[D] == stored
+    # The others keep syncing.
+    text(a).insert(0, "after ")
+    net.run()
+    assert str(text(b)) == "after before"
+
+
+def test_a_refused_update_is_never_acknowledged_later(replicas: list[Replica]) -> None:
+    hub = Hub("relay")
+    session = hub.open_session()
+    hub.receive(session, encode_frame(Hello(ReplicaId("r"))))
+    hub.receive(session, encode_frame(Subscribe(D, b"\x00")))
+    doc: pycrdt.Doc = pycrdt.Doc()
+    doc.get("t", type=pycrdt.Text).insert(0, "ok")
+    hub.loaded(D, StoredRoom(D, None, 0, []))
+    hub.receive(session, encode_frame(Update(D, b"garbage", 1)))
+    hub.receive(session, encode_frame(Update(D, doc.get_update(), 2)))
+    writes = hub.take_writes()
+    hub.written(writes, list(range(1, len(writes) + 1)))
+    frames = [decode_frame(f) for f in session.frames_to_send()]
+    assert not [f for f in frames if isinstance(f, Ack)]  # ACK 2 would cover the refused 1
+    assert any(isinstance(f, ErrorFrame) and f.seq == 1 for f in frames)
+
+
+def test_the_relay_holds_updates_whose_dependencies_are_missing() -> None:
+    source: pycrdt.Doc = pycrdt.Doc(client_id=7)
+    t = source.get("t", type=pycrdt.Text)
+    updates: list[bytes] = []
+    source.observe(lambda event: updates.append(event.update))
+    t.insert(0, "a")
+    t.insert(1, "b")
+    hub = Hub("relay")
+    writer, reader = hub.open_session(), hub.open_session()
+    for session in (writer, reader):
+        hub.receive(session, encode_frame(Hello(ReplicaId("r"))))
+        hub.receive(session, encode_frame(Subscribe(D, b"\x00")))
+    hub.loaded(D, StoredRoom(D, None, 0, []))
+    reader.frames_to_send()
+    hub.receive(writer, encode_frame(Update(D, updates[1], None)))  # "b" before "a"
+    assert reader.frames_to_send() == []  # held, not fanned out
+    assert len(hub.take_writes()) == 1  # but stored
+    hub.receive(writer, encode_frame(Update(D, updates[0], None)))
+    delivered = [decode_frame(f) for f in reader.frames_to_send()]
+    assert [f.update for f in delivered if isinstance(f, Update)] == updates
+    assert str(hub.rooms[D].doc.get("t", type=pycrdt.Text)) == "ab"
+
+
+def test_client_session_rejects_a_relay_that_breaks_the_protocol(replicas: list[Replica]) -> None:
+    a = replicas[0]
+    session = ClientSession(a, a.replica_id)
+    session.connected()
+    with pytest.raises(ProtocolError, match="before WELCOME"):
+        session.receive(encode_frame(Sync(D, b"\x00\x00", b"\x00")))
+    with pytest.raises(ProtocolError):
+        session.receive(b"\xc1")
+    with pytest.raises(ProtocolError, match="does not send"):
+        session.receive(encode_frame(Subscribe(D, b"\x00")))
+
+
+def test_relay_error_is_reported_and_keeps_the_outbox(replicas: list[Replica]) -> None:
+    a = replicas[0]
+    text(a).insert(0, "x")
+    net = SimNetwork()
+    ca = net.client(a)
+    net.connect(ca)
+    net.run()
+    ca.events()
+    ca.receive_frame(ErrorFrame(ErrorCode.INVALID_UPDATE, "no", D, 1))
+    assert isinstance(ca.events()[0], RelayError)
+    assert ca.is_blocked(D)
