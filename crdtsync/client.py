@@ -118,6 +118,8 @@ class Connector:
         self._task: asyncio.Task[None] | None = None
         self._welcomed = False
         self._refused: RelayRefusedError | None = None
+        self._stopping = False
+        self._ws: ClientConnection | None = None
         self._awareness_handlers: list[Callable[[DocId, bytes], None]] = []
         self.error: BaseException | None = None
         """The fatal error that stopped the connector, if any."""
@@ -147,6 +149,13 @@ class Connector:
     async def stop(self) -> None:
         """Close the connection (code 1000) and stop reconnecting."""
         task, self._task = self._task, None
+        self._stopping = True
+        ws = self._ws
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(1000, "replica disconnected"), timeout=2)
+            except TimeoutError:
+                logger.warning("relay did not acknowledge the close in time")
         if task is not None and not task.done():
             task.cancel()
             try:
@@ -250,6 +259,8 @@ class Connector:
             ) as exc:
                 self._session.connection_lost()
                 self._dispatch(self._session.events())
+                if self._stopping:
+                    return
                 if not is_retryable(exc):
                     logger.error("sync with %s stopped: %s", self.url, exc)
                     self.error = exc
@@ -276,11 +287,13 @@ class Connector:
             compression=None,
         ) as ws:
             logger.info("connected to %s", self.url)
+            self._ws = ws
             writer = self._loop.create_task(self._write(ws))
             try:
                 self._session.connected()
                 self._flush()
-                async for message in ws:
+                while True:
+                    message = await ws.recv()  # raises ConnectionClosed when it ends
                     if isinstance(message, str):
                         raise ProtocolError("the relay sent a text message")
                     self._session.receive(message)
@@ -290,8 +303,8 @@ class Connector:
                         raise self._refused
                     if writer.done():
                         writer.result()  # raises the write error
-                raise ConnectionClosed(ws.protocol.close_rcvd, ws.protocol.close_sent)
             finally:
+                self._ws = None
                 writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
                 self._session.connection_lost()

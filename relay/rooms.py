@@ -193,6 +193,7 @@ class Hub:
         self._writes: list[Write] = []
         self.updates_received = 0
         self.deliveries = 0
+        self.bytes_received = 0
         self._now = 0.0  # the host's time at the last unload_idle()
 
     # -- connections ---------------------------------------------------------------------
@@ -220,6 +221,7 @@ class Hub:
 
     def receive(self, session: RelaySession, data: bytes) -> None:
         """Handle one message from ``session``'s client."""
+        self.bytes_received += len(data)
         for request in session.receive(data):
             if isinstance(request, Hello):
                 logger.info("%r: hello", session)

@@ -21,7 +21,7 @@ import http
 import json
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
@@ -68,7 +68,10 @@ class Relay:
         compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
+        on_disconnect: Callable[[RelaySession], None] | None = None,
     ) -> None:
+        self.on_disconnect = on_disconnect
+        """Called with each connection's session when it has closed (for monitoring)."""
         self.storage = open_storage(storage) if isinstance(storage, str) else storage
         self.host = host
         self.limits = limits
@@ -149,7 +152,7 @@ class Relay:
         self._stopping = True
         server = self._server
         logger.info("relay %s stopping", self.relay_id)
-        server.close(close_connections=False)
+        server.server.close()  # stop accepting; connections stay open while we drain
         await self._drain_writes()
         server.close(close_connections=True)
         await server.wait_closed()
@@ -244,6 +247,8 @@ class Relay:
                 session.replica_id,
                 f": {session.close.reason}" if session.close else "",
             )
+            if self.on_disconnect is not None:
+                self.on_disconnect(session)
 
     async def _send_loop(
         self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event

@@ -1,19 +1,23 @@
-"""Relay persistence behind one small async interface (:class:`RelayStorage`).
+"""The relay's persistence: per document, an append-only update log plus a snapshot,
+behind one small async interface (:class:`RelayStorage`).
 
-``open_storage(url)`` picks the backend from a URL:
+:func:`open_storage` picks the backend from a URL:
 
-- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the default
-  backend; add ``?synchronous=normal`` to skip the fsync per commit);
-- ``memory://`` (nothing survives the process; for tests).
+- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: one SQLite
+  file, the embedded default (:class:`SQLiteStorage`). Option
+  ``?synchronous=normal`` skips the fsync per commit (survives a crash of the
+  process, not a power loss); the default ``synchronous=full`` fsyncs every commit,
+  because an ACK promises durability.
+- ``memory://``: nothing survives the process (:class:`MemoryStorage`; for tests).
+
+Every failure of a storage raises a :class:`crdtsync.errors.StoreError` subclass.
 """
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
-
 from .base import RelayStorage, RemoteCallback, StoredRoom, StoredUpdate
 from .memory import MemoryData, MemoryStorage
-from .sqlite import SQLiteStorage
+from .sqlite import SQLiteStorage, Synchronous
 
 __all__ = [
     "MemoryData",
@@ -26,28 +30,50 @@ __all__ = [
     "open_storage",
 ]
 
-_ACCEPTED = "sqlite:///relative/path.db, sqlite:////absolute/path.db or memory://"
+_ACCEPTED = (
+    "sqlite:///relative/path.db, sqlite:////absolute/path.db "
+    "(option: ?synchronous=full|normal) or memory://"
+)
 
 
 def open_storage(url: str) -> RelayStorage:
-    """The storage a URL names (no I/O; call ``await storage.open()``).
+    """The storage a URL names, not opened yet (no I/O: ``await storage.open()`` next).
 
-    Raises ``ValueError`` for an unknown scheme or option.
+    Accepts ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, each
+    with the optional query ``?synchronous=full|normal`` (default ``full``), and
+    ``memory://``. The path is taken literally, up to a ``?``; its missing parent
+    directories are created on ``open()``. An unknown scheme or option raises
+    ``ValueError`` naming what is accepted.
     """
-    if url in ("memory://", "memory:"):
+    if url == "memory://":
         return MemoryStorage()
+    if url.startswith("memory:"):
+        raise ValueError(
+            f"storage URL {url!r}: memory storage takes no path or options; use {_ACCEPTED}"
+        )
     if not url.startswith("sqlite:///"):
         raise ValueError(f"unknown storage URL {url!r}: use {_ACCEPTED}")
-    parts = urlsplit(url)
-    path = url[len("sqlite:///") :].split("?", 1)[0]
+    path, _, query = url[len("sqlite:///") :].partition("?")
     if not path:
-        raise ValueError(f"storage URL {url!r} has no file path: use {_ACCEPTED}")
-    options = parse_qs(parts.query, keep_blank_values=True)
-    synchronous = "full"
-    for key, values in options.items():
-        if key != "synchronous" or values[-1].lower() not in ("full", "normal"):
+        raise ValueError(f"storage URL {url!r} names no file: use {_ACCEPTED}")
+    if path == ":memory:":
+        raise ValueError(f"storage URL {url!r}: for storage in memory use memory://")
+    synchronous: Synchronous = "full"
+    seen: set[str] = set()
+    for option in query.split("&") if query else ():
+        key, equals, value = option.partition("=")
+        if key != "synchronous" or not equals:
             raise ValueError(
-                f"unknown option {key}={values[-1]!r} in {url!r}: only synchronous=full|normal"
+                f"unknown option {option!r} in storage URL {url!r}: the only option is "
+                "synchronous=full|normal"
             )
-        synchronous = values[-1].lower()
-    return SQLiteStorage(path, "normal" if synchronous == "normal" else "full")
+        if key in seen:
+            raise ValueError(f"option {key!r} given twice in storage URL {url!r}")
+        seen.add(key)
+        if value.lower() not in ("full", "normal"):
+            raise ValueError(
+                f"synchronous={value!r} in storage URL {url!r}: use synchronous=full or "
+                "synchronous=normal"
+            )
+        synchronous = "normal" if value.lower() == "normal" else "full"
+    return SQLiteStorage(path, synchronous)

@@ -1,28 +1,53 @@
-"""The relay's storage contract: a per-document append-only update log plus a
+"""The relay's storage contract: per document, an append-only update log plus a
 snapshot, behind a small async interface that every backend implements.
 
-Backends: :class:`~relay.storage.sqlite.SQLiteStorage` (the default) and
-:class:`~relay.storage.memory.MemoryStorage` (tests). A shared backend (Redis)
-serving several relay processes also reports updates other processes appended,
-through :meth:`RelayStorage.on_remote`; single-process backends never call it.
+Backends: :class:`~relay.storage.sqlite.SQLiteStorage` (the embedded default),
+:class:`~relay.storage.memory.MemoryStorage` (tests, ephemeral relays) and, later,
+a shared backend (Redis) that several relay processes use at once. All of them
+pass the one contract test class in ``tests/relay_storage_contract.py``.
+
+Order of calls: :meth:`RelayStorage.open` first, then any of the others, then
+:meth:`RelayStorage.close` (or ``async with storage:``). Calls are carried out in
+the order they are made: an :meth:`~RelayStorage.append` made before another
+gets the smaller ids, and a :meth:`~RelayStorage.load` made after an append
+returned sees it.
+
+Errors: a failure of the storage raises a :class:`~crdtsync.errors.StoreError`
+subclass (``StoreCorruptError``, ``StoreVersionError``, ``StoreLockedError``,
+``StoreWriteError``); a bad argument raises ``ValueError`` or ``TypeError`` before
+anything is stored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, Self, runtime_checkable
 
-from crdtsync.ids import DocId
+from crdtsync.ids import DocId, check_doc_id
 
-__all__ = ["RelayStorage", "RemoteCallback", "StoredRoom", "StoredUpdate"]
+__all__ = [
+    "RelayStorage",
+    "RemoteCallback",
+    "StoredRoom",
+    "StoredUpdate",
+    "check_batch",
+    "check_compact",
+    "stale_compaction",
+]
 
 RemoteCallback = Callable[[DocId, bytes], None]
+"""``callback(doc_id, update)``: an update another relay process appended."""
 
 
 @dataclass(frozen=True, slots=True)
 class StoredUpdate:
-    """One log entry: ``id`` increases in append order within one storage."""
+    """One log entry.
+
+    ``id`` increases in append order within one storage, across documents and
+    restarts, and is never reused (ids need not be contiguous). ``update`` is
+    exactly the bytes given to :meth:`RelayStorage.append`.
+    """
 
     id: int
     update: bytes
@@ -30,7 +55,11 @@ class StoredUpdate:
 
 @dataclass(frozen=True, slots=True)
 class StoredRoom:
-    """Everything stored for one document."""
+    """Everything stored for one document: the snapshot, then the log after it.
+
+    The document's state is the snapshot (if any) with every update applied in
+    order. An unknown document is ``StoredRoom(doc_id, None, 0, [])``.
+    """
 
     doc_id: DocId
     snapshot: bytes | None
@@ -38,51 +67,143 @@ class StoredRoom:
     snapshot_upto: int
     """Id of the last log entry folded into the snapshot (0 if none)."""
     updates: list[StoredUpdate]
-    """Log entries after the snapshot, in append order."""
+    """Log entries after the snapshot (all with ``id > snapshot_upto``), in append order."""
 
     @property
     def log_bytes(self) -> int:
-        """Total size of the log entries."""
+        """Total size of the log entries' updates, in bytes (the snapshot not included)."""
         return sum(len(entry.update) for entry in self.updates)
 
 
 @runtime_checkable
 class RelayStorage(Protocol):
-    """Async persistence of the relay. Every method may raise
-    :class:`~crdtsync.errors.StoreError` (or a subclass)."""
+    """Async persistence of the relay: per-document append-only update log + snapshot.
+
+    Every method may raise :class:`~crdtsync.errors.StoreError`; a call made before
+    :meth:`open` or after :meth:`close` raises it too.
+    """
 
     url: str
+    """The storage URL, as :func:`relay.storage.open_storage` accepts it."""
+
     durable: bool
-    """True when data survives ``kill -9`` once :meth:`append` returned."""
+    """True when data survives ``kill -9`` of the process once :meth:`append`
+    (or :meth:`compact`) returned. False for memory storage."""
 
     async def open(self) -> None:
-        """Create or validate the storage; must be called first."""
+        """Create the storage or validate the existing one, and lock it for this process.
+
+        Must be called first. Calling it again while open does nothing. A failed
+        open (locked, corrupt, ...) raises a ``StoreError`` subclass, leaves existing
+        data untouched, and may be retried.
+        """
         ...
 
     async def close(self) -> None:
-        """Release everything; idempotent. Later calls raise ``StoreError``."""
+        """Finish the calls already made, then release everything.
+
+        Idempotent. Every later call (``open`` included) raises ``StoreError``.
+        """
         ...
 
     async def load(self, doc_id: DocId) -> StoredRoom:
-        """Everything stored for ``doc_id`` (empty for an unknown document)."""
+        """Everything stored for ``doc_id``; an empty room for an unknown document."""
         ...
 
     async def append(self, batch: Sequence[tuple[DocId, bytes]]) -> list[int]:
-        """Append ``batch`` in ONE commit, all or nothing; return the ids assigned in
-        batch order. Durable (per :attr:`durable`) when it returns. On failure raises
-        :class:`~crdtsync.errors.StoreWriteError` and nothing of the batch is stored."""
+        """Append every ``(doc_id, update)`` of ``batch`` in ONE commit; return the ids
+        assigned, in batch order.
+
+        All or nothing: on failure (disk full, I/O error) raises
+        :class:`~crdtsync.errors.StoreWriteError` and nothing of the batch is
+        stored; the storage stays usable. Durable (per :attr:`durable`) when it
+        returns. An empty batch returns ``[]`` and writes nothing. The caller does
+        group commit by batching.
+        """
         ...
 
     async def compact(self, doc_id: DocId, snapshot: bytes, upto: int) -> None:
-        """Atomically store ``snapshot`` for ``doc_id`` and delete its log entries with
-        ``id <= upto`` (the caller verified the snapshot); later entries stay."""
+        """Atomically store ``snapshot`` as the snapshot of ``doc_id`` and delete its log
+        entries with ``id <= upto``; entries appended after ``upto`` are kept.
+
+        The caller has verified the snapshot (it holds the old snapshot and every
+        entry up to ``upto``). ``ValueError`` if ``upto`` was never assigned or is
+        below the current ``snapshot_upto`` (a stale compaction would lose the
+        entries the newer one deleted). On failure raises
+        :class:`~crdtsync.errors.StoreWriteError` and nothing changed.
+        """
         ...
 
     async def documents(self) -> list[DocId]:
-        """Every document with stored content."""
+        """Every document with a log entry or a snapshot, sorted."""
         ...
 
     def on_remote(self, callback: RemoteCallback) -> None:
-        """Call ``callback(doc_id, update)`` for updates another relay process
-        appended to shared storage. Single-process backends never call it."""
+        """Register ``callback(doc_id, update)`` for updates appended by ANOTHER relay
+        process sharing this storage; a shared backend (Redis) calls it from the
+        event loop. Single-process backends (memory, SQLite) keep the callback and
+        never call it: no other process can write to them.
+        """
         ...
+
+    async def __aenter__(self) -> Self:
+        """:meth:`open`, then return the storage."""
+        ...
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """:meth:`close`."""
+        ...
+
+
+def check_batch(batch: Sequence[tuple[DocId, bytes]]) -> list[tuple[DocId, bytes]]:
+    """Validate an :meth:`RelayStorage.append` batch before anything is stored.
+
+    Returns it as a list of ``(doc_id, bytes)``: a ``bytearray`` or ``memoryview``
+    is copied to ``bytes``, so changing it later cannot change what is stored.
+    Raises ``ValueError`` for an unusable document id and ``TypeError`` for an
+    update that is not bytes-like.
+    """
+    checked: list[tuple[DocId, bytes]] = []
+    seen: set[str] = set()
+    for doc_id, update in batch:
+        if doc_id not in seen:
+            check_doc_id(doc_id)
+            seen.add(doc_id)
+        checked.append((doc_id, _as_bytes(update, "an update")))
+    return checked
+
+
+def _as_bytes(data: bytes, what: str) -> bytes:
+    """``data`` as ``bytes`` (a copy of a ``bytearray`` or ``memoryview``)."""
+    if type(data) is bytes:
+        return data
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"{what} must be bytes, not {type(data).__name__}")
+    return bytes(data)
+
+
+def check_compact(doc_id: DocId, snapshot: bytes, upto: int) -> tuple[DocId, bytes, int]:
+    """Validate the arguments of :meth:`RelayStorage.compact` that need no stored state.
+
+    Returns them with ``snapshot`` as ``bytes``. The checks against stored state
+    (``upto`` assigned, not stale) are the backend's.
+    """
+    check_doc_id(doc_id)
+    snapshot = _as_bytes(snapshot, "a snapshot")
+    if isinstance(upto, bool) or not isinstance(upto, int):
+        raise TypeError(f"upto must be an int, not {type(upto).__name__}")
+    if upto < 0:
+        raise ValueError(f"upto must not be negative, not {upto}")
+    return doc_id, snapshot, upto
+
+
+def stale_compaction(doc_id: DocId, upto: int, current_upto: int, last_id: int) -> str | None:
+    """Why ``compact(doc_id, ..., upto)`` must be refused, or None if it may go ahead."""
+    if upto > last_id:
+        return f"log id {upto} was never assigned (the last is {last_id})"
+    if upto < current_upto:
+        return (
+            f"the snapshot of {doc_id!r} already holds the log up to {current_upto}; "
+            f"a snapshot up to {upto} is stale"
+        )
+    return None

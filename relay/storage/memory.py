@@ -1,4 +1,24 @@
-"""In-memory relay storage for tests and ephemeral relays (``memory://``)."""
+"""Relay storage in dicts (``memory://``): for tests and throwaway relays.
+
+Same semantics as the SQLite backend, ids included, except that nothing survives
+the process (``durable`` is False).
+
+Restarts in tests: the content lives in a :class:`MemoryData` object, apart from
+the storage. Closing a storage and opening a new one on the same object models a
+relay restart that keeps its data::
+
+    data = MemoryData()
+    async with MemoryStorage(data) as storage:
+        await storage.append([(DocId("d"), b"...")])
+    async with MemoryStorage(data) as storage:   # "after the restart"
+        room = await storage.load(DocId("d"))     # still there
+
+Every call completes before it returns, so closing is also what a crash looks
+like. As with a file, only one open storage may use a :class:`MemoryData` at a
+time (:class:`~crdtsync.errors.StoreLockedError` otherwise): a "restarted" relay
+must not share its data with the one it replaced. Setting
+:attr:`MemoryData.disk_full` makes writes fail as on a full disk.
+"""
 
 from __future__ import annotations
 
@@ -6,81 +26,176 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal, Self
 
-from crdtsync.errors import StoreError
-from crdtsync.ids import DocId
+from crdtsync.errors import StoreError, StoreLockedError, StoreWriteError
+from crdtsync.ids import DocId, check_doc_id
 
-from .base import RemoteCallback, StoredRoom, StoredUpdate
+from .base import (
+    RemoteCallback,
+    StoredRoom,
+    StoredUpdate,
+    check_batch,
+    check_compact,
+    stale_compaction,
+)
 
 __all__ = ["MemoryData", "MemoryStorage"]
 
 logger = logging.getLogger("relay.storage")
 
+_State = Literal["new", "open", "closed"]
 
-@dataclass
+
+@dataclass(eq=False)
 class MemoryData:
-    """The content of a :class:`MemoryStorage`. Passing the same object to a new
-    storage simulates a relay restart that keeps its data."""
+    """The content of a :class:`MemoryStorage`, kept apart from it so that a test can
+    "restart" the relay by opening a new storage on the same object."""
 
     snapshots: dict[DocId, tuple[bytes, int]] = field(default_factory=dict)
+    """Per document: ``(snapshot, snapshot_upto)``."""
     logs: dict[DocId, list[StoredUpdate]] = field(default_factory=dict)
-    next_id: int = 1
+    """Per document: the log entries after its snapshot, in append order."""
+    last_id: int = 0
+    """The last id assigned; ids are never reused."""
+    disk_full: bool = False
+    """While True, :meth:`~MemoryStorage.append` and :meth:`~MemoryStorage.compact`
+    raise :class:`~crdtsync.errors.StoreWriteError` and change nothing."""
+    in_use: bool = False
+    """True while a storage has this data open."""
 
 
 class MemoryStorage:
-    """Relay storage in dicts. Not durable; everything is lost with the process."""
+    """A :class:`~relay.storage.RelayStorage` in memory. Not durable.
+
+    ``data`` is the content to use (a new, empty :class:`MemoryData` if omitted);
+    see the module docstring for restarts. Use ``async with`` or call
+    :meth:`open` and :meth:`close`; an opened storage that is never closed warns
+    with :class:`ResourceWarning` when garbage-collected.
+    """
 
     durable = False
+    """Memory storage loses everything with the process."""
 
     def __init__(self, data: MemoryData | None = None) -> None:
         self.url = "memory://"
         self.data = data if data is not None else MemoryData()
-        self._state = "new"
-        self._remote: list[RemoteCallback] = []
+        self._state: _State = "new"
+        self._callbacks: list[RemoteCallback] = []
 
-    def _check(self) -> None:
+    def _check_open(self) -> None:
         if self._state != "open":
-            raise StoreError(f"relay storage {self.url} is {self._state}, not open")
+            raise StoreError(
+                f"relay storage {self.url} is closed"
+                if self._state == "closed"
+                else f"relay storage {self.url} is not open: call open() first"
+            )
+
+    # -- life cycle -----------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Take the data for this storage. Does nothing if already open.
+
+        Raises :class:`~crdtsync.errors.StoreLockedError` if another open storage
+        uses the same :class:`MemoryData`, and ``StoreError`` after :meth:`close`.
+        """
+        if self._state == "open":
+            return
         if self._state == "closed":
-            raise StoreError("relay storage is closed")
+            raise StoreError(f"relay storage {self.url} is closed")
+        if self.data.in_use:
+            raise StoreLockedError(
+                f"relay storage {self.url}: this MemoryData is in use by another storage"
+            )
+        self.data.in_use = True
         self._state = "open"
-        logger.info("relay storage %s opened", self.url)
+        logger.info(
+            "relay storage %s opened (%d documents, last id %d)",
+            self.url,
+            len(self.data.logs.keys() | self.data.snapshots.keys()),
+            self.data.last_id,
+        )
 
     async def close(self) -> None:
+        """Release the data (it stays in the :class:`MemoryData`). Idempotent; every
+        later call raises ``StoreError``."""
         if self._state == "open":
+            self.data.in_use = False
             logger.info("relay storage %s closed", self.url)
         self._state = "closed"
 
-    async def load(self, doc_id: DocId) -> StoredRoom:
-        self._check()
-        snapshot, upto = self.data.snapshots.get(doc_id, (None, 0))
-        return StoredRoom(doc_id, snapshot, upto, list(self.data.logs.get(doc_id, [])))
+    async def __aenter__(self) -> Self:
+        """:meth:`open`, then return the storage."""
+        await self.open()
+        return self
 
-    async def append(self, batch: Sequence[tuple[DocId, bytes]]) -> list[int]:
-        self._check()
-        ids = []
-        for doc_id, update in batch:
-            entry = StoredUpdate(self.data.next_id, bytes(update))
-            self.data.logs.setdefault(doc_id, []).append(entry)
-            ids.append(entry.id)
-            self.data.next_id += 1
-        return ids
-
-    async def compact(self, doc_id: DocId, snapshot: bytes, upto: int) -> None:
-        self._check()
-        self.data.snapshots[doc_id] = (bytes(snapshot), upto)
-        log = self.data.logs.get(doc_id, [])
-        self.data.logs[doc_id] = [entry for entry in log if entry.id > upto]
-
-    async def documents(self) -> list[DocId]:
-        self._check()
-        return sorted(set(self.data.logs) | set(self.data.snapshots))
-
-    def on_remote(self, callback: RemoteCallback) -> None:
-        self._remote.append(callback)
+    async def __aexit__(self, *exc_info: object) -> None:
+        """:meth:`close`."""
+        await self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_state", "closed") == "open":
-            warnings.warn("unclosed MemoryStorage", ResourceWarning, stacklevel=2)
+            warnings.warn(f"unclosed relay storage {self.url}", ResourceWarning, stacklevel=2)
+            self._state = "closed"
+            self.data.in_use = False
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def load(self, doc_id: DocId) -> StoredRoom:
+        """Everything stored for ``doc_id``; an empty room for an unknown document."""
+        self._check_open()
+        check_doc_id(doc_id)
+        snapshot, upto = self.data.snapshots.get(doc_id, (None, 0))
+        return StoredRoom(doc_id, snapshot, upto, list(self.data.logs.get(doc_id, ())))
+
+    async def documents(self) -> list[DocId]:
+        """Every document with a log entry or a snapshot, sorted."""
+        self._check_open()
+        return sorted(self.data.logs.keys() | self.data.snapshots.keys())
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def _check_room(self, action: str) -> None:
+        if self.data.disk_full:
+            logger.warning("relay storage %s: %s failed: disk full (simulated)", self.url, action)
+            raise StoreWriteError(f"relay storage {self.url}: {action} failed: disk full")
+
+    async def append(self, batch: Sequence[tuple[DocId, bytes]]) -> list[int]:
+        """Append ``batch`` all at once and return the ids assigned, in batch order.
+
+        See :meth:`relay.storage.RelayStorage.append`.
+        """
+        self._check_open()
+        checked = check_batch(batch)
+        if not checked:
+            return []
+        self._check_room(f"storing {len(checked)} update(s)")
+        data = self.data
+        first = data.last_id + 1
+        for entry_id, (doc_id, update) in enumerate(checked, first):
+            data.logs.setdefault(doc_id, []).append(StoredUpdate(entry_id, update))
+        data.last_id += len(checked)
+        return list(range(first, data.last_id + 1))
+
+    async def compact(self, doc_id: DocId, snapshot: bytes, upto: int) -> None:
+        """Store ``snapshot`` and drop the log entries of ``doc_id`` up to ``upto``.
+
+        See :meth:`relay.storage.RelayStorage.compact`.
+        """
+        self._check_open()
+        doc_id, snapshot, upto = check_compact(doc_id, snapshot, upto)
+        data = self.data
+        current = data.snapshots.get(doc_id, (None, 0))[1]
+        problem = stale_compaction(doc_id, upto, current, data.last_id)
+        if problem is not None:
+            raise ValueError(problem)
+        self._check_room(f"compacting {doc_id!r}")
+        data.snapshots[doc_id] = (snapshot, upto)
+        kept = [entry for entry in data.logs.pop(doc_id, ()) if entry.id > upto]
+        if kept:
+            data.logs[doc_id] = kept
+
+    def on_remote(self, callback: RemoteCallback) -> None:
+        """Keep ``callback``; it is never called: no other process can write to memory
+        storage. (A shared backend calls it for other processes' updates.)"""
+        self._callbacks.append(callback)

@@ -1,32 +1,55 @@
-"""Relay storage in one SQLite file (the default: ``sqlite:///relay-data/relay.db``).
+"""Relay storage in one SQLite file (``sqlite:///relay-data/relay.db``), the default.
 
-Layout (``PRAGMA application_id`` 0x63727379 "crsy", ``PRAGMA user_version`` 1)::
+Layout (``PRAGMA application_id`` :data:`APPLICATION_ID`, ``PRAGMA user_version``
+:data:`SCHEMA_VERSION`)::
 
-    docs(num INTEGER PRIMARY KEY, doc_id TEXT UNIQUE,
-         snapshot BLOB, snapshot_crc INTEGER, snapshot_upto INTEGER)
-    log(id INTEGER PRIMARY KEY, num INTEGER, data BLOB, crc INTEGER)
+    docs(num, doc_id UNIQUE, snapshot_upto, snapshot_crc, snapshot)
+        index docs_by_upto(snapshot_upto)
+    log(id, num, crc, data)                 id: INTEGER PRIMARY KEY, the StoredUpdate id
         index log_by_doc(num, id)
 
-Every blob carries a CRC-32 checked on every read. WAL journal; ``synchronous``
-FULL by default (an ACK promises the update survives a power loss; group commit
-amortises the fsync), NORMAL on request (survives a process crash). All SQLite
-calls run on one worker thread owned by the storage, never on the event loop.
-An existing file is validated before anything is written; a file that is not a
-relay store (a replica's store, random bytes, another schema version) is refused
-with a :class:`~crdtsync.errors.StoreError` subclass and left unchanged.
+A document id is stored once, in ``docs``; the log refers to it by number. Loading
+one document is a range scan of ``log_by_doc``; an append adds rows at the end of
+``log`` (ids only grow). Ids are never reused: every id ever assigned is either
+still in the log or at most some ``snapshot_upto`` (compaction deletes only ids
+up to it), so on open the next id continues above both maxima (each an index
+lookup). Every blob carries a CRC-32 checked on every read.
+
+Durability: WAL journal. ``synchronous="full"`` (the default) fsyncs the WAL at
+every commit, so an ACK sent after :meth:`SQLiteStorage.append` returned survives
+a power loss; group commit (one append per batch) amortises the fsync.
+``"normal"`` survives a crash of the process (``kill -9``) but may lose the last
+commits in a power loss. Both are ``durable`` in the sense of the contract.
+
+Threads: every SQLite call runs on one worker thread the storage owns (a
+``ThreadPoolExecutor(max_workers=1)``), never on the event loop. Calls therefore
+run one at a time, in the order they were made.
+
+Locking and foreign files, as in the replica store (:mod:`crdtsync.store.sqlite`):
+the file is opened with ``locking_mode=EXCLUSIVE``, so a second process cannot
+open it, and this process refuses a second opener of the same file (replica
+store included) before touching it, because closing any descriptor of a file
+drops all of the process's POSIX locks on it. An existing file is validated on
+a read-only connection before anything is written: a file that is not a relay
+store (a replica's store, another SQLite database, random bytes), has another
+schema version, or is damaged raises a :class:`~crdtsync.errors.StoreError`
+subclass and is left unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
+import threading
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from os import PathLike
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Literal, ParamSpec, Self, TypeVar
 
 from crdtsync.errors import (
     StoreCorruptError,
@@ -35,44 +58,82 @@ from crdtsync.errors import (
     StoreVersionError,
     StoreWriteError,
 )
-from crdtsync.ids import DocId
+from crdtsync.ids import DocId, check_doc_id
+
+# The replica store's registry of files open in this process is shared on purpose:
+# a relay storage and a replica store must not open the same file either.
 from crdtsync.store.sqlite import _OPEN_FILES, _file_key, check_sqlite_header
 
-from .base import RemoteCallback, StoredRoom, StoredUpdate
+from .base import (
+    RemoteCallback,
+    StoredRoom,
+    StoredUpdate,
+    check_batch,
+    check_compact,
+    stale_compaction,
+)
 
-__all__ = ["SQLiteStorage"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStorage", "Synchronous"]
 
 logger = logging.getLogger("relay.storage")
 
 APPLICATION_ID = 0x63727379
+"""``PRAGMA application_id`` of a relay store: ASCII "crsy". The replica store
+leaves it at 0 and has a ``meta`` table this layout lacks, so neither opens the
+other's file."""
+
 SCHEMA_VERSION = 1
+"""``PRAGMA user_version`` of the layout this code reads and writes."""
+
 Synchronous = Literal["full", "normal"]
-_T = TypeVar("_T")
+"""``"full"``: fsync the WAL at every commit; ``"normal"``: leave it to the OS."""
 
 _SCHEMA = (
     """CREATE TABLE docs (
-        num INTEGER PRIMARY KEY,
-        doc_id TEXT NOT NULL UNIQUE,
-        snapshot BLOB,
-        snapshot_crc INTEGER,
-        snapshot_upto INTEGER NOT NULL DEFAULT 0
+        num           INTEGER PRIMARY KEY,
+        doc_id        TEXT NOT NULL UNIQUE,
+        snapshot_upto INTEGER NOT NULL DEFAULT 0,
+        snapshot_crc  INTEGER,
+        snapshot      BLOB
     )""",
+    "CREATE INDEX docs_by_upto ON docs (snapshot_upto)",
     """CREATE TABLE log (
-        id INTEGER PRIMARY KEY,
-        num INTEGER NOT NULL,
-        data BLOB NOT NULL,
-        crc INTEGER NOT NULL
+        id   INTEGER PRIMARY KEY,
+        num  INTEGER NOT NULL,
+        crc  INTEGER NOT NULL,
+        data BLOB NOT NULL
     )""",
     "CREATE INDEX log_by_doc ON log (num, id)",
 )
+_TABLES = {"docs", "log"}
+_REPLICA_TABLES = {"meta", "docs", "log"}
+_INSERT = "INSERT INTO log (id, num, crc, data) VALUES (?, ?, ?, ?)"
+_NUM_CACHE_LIMIT = 100_000  # document numbers remembered; forgotten all at once beyond
+
+# Held while a relay storage checks, opens or releases a file: two storages opening
+# the same new file at once must not both pass the registry check.
+_REGISTRY_LOCK = threading.RLock()  # reentrant: __del__ may run inside it
+
+_State = Literal["new", "open", "closed"]
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+_crc = zlib.crc32
 
 
 class SQLiteStorage:
-    """:class:`~relay.storage.RelayStorage` in one SQLite file."""
+    """A :class:`~relay.storage.RelayStorage` in one SQLite file.
+
+    ``path`` is the file (created, with missing parent directories, on
+    :meth:`open`); ``synchronous`` is ``"full"`` (fsync per commit) or
+    ``"normal"``, see the module docstring. Use ``async with`` or call
+    :meth:`open` and :meth:`close`; an opened storage that is never closed warns
+    with :class:`ResourceWarning` when garbage-collected.
+    """
 
     durable = True
+    """A commit is in the file (``"full"``: on disk) when :meth:`append` returns."""
 
-    def __init__(self, path: str | Path, synchronous: Synchronous = "full") -> None:
+    def __init__(self, path: str | PathLike[str], synchronous: Synchronous = "full") -> None:
         if synchronous not in ("full", "normal"):
             raise ValueError(f"synchronous must be 'full' or 'normal', not {synchronous!r}")
         self.path = Path(path)
@@ -80,93 +141,127 @@ class SQLiteStorage:
         self.url = f"sqlite:///{self.path}" + (
             "" if synchronous == "full" else "?synchronous=normal"
         )
+        self._state: _State = "new"
+        self._life = asyncio.Lock()  # open() and close() one at a time
         self._executor: ThreadPoolExecutor | None = None
+        # Used on the worker thread only (and by __del__, when no call can be running):
         self._conn: sqlite3.Connection | None = None
         self._key: tuple[int, int] | None = None
         self._nums: dict[DocId, int] = {}
-        self._state = "new"
-        self._remote: list[RemoteCallback] = []
+        self._last_id = 0
+        self._callbacks: list[RemoteCallback] = []
 
-    # -- running on the worker thread ---------------------------------------------------------
+    # -- running on the worker thread --------------------------------------------------------
 
-    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
-        if self._state != "open" or self._executor is None:
-            raise StoreError(f"relay storage {self.path} is {self._state}, not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+    async def _run(self, function: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        """Run ``function`` on the worker thread, after every call made before."""
+        executor = self._executor
+        if self._state != "open" or executor is None:
+            raise self._not_open()
+        call = functools.partial(function, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(executor, call)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise self._not_open()
+
+    def _not_open(self) -> StoreError:
+        if self._state == "closed":
+            return StoreError(f"relay storage {self.path} is closed")
+        return StoreError(f"relay storage {self.path} is not open: call open() first")
 
     def _db(self) -> sqlite3.Connection:
-        assert self._conn is not None
-        return self._conn
+        conn = self._conn
+        if conn is None:
+            raise StoreError(f"relay storage {self.path} is closed")
+        return conn
 
-    # -- life cycle -------------------------------------------------------------------------------
+    # -- life cycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create the file (and missing parent directories) or validate it, then lock it."""
-        if self._state == "open":
-            return
-        if self._state == "closed":
-            raise StoreError(f"relay storage {self.path} is closed")
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-sqlite")
-        loop = asyncio.get_running_loop()
-        try:
-            await loop.run_in_executor(executor, self._open)
-        except BaseException:
-            executor.shutdown(wait=True)
-            raise
-        self._executor = executor
-        self._state = "open"
-        logger.info("relay storage %s opened (synchronous=%s)", self.path, self.synchronous)
+        """Create the file (and missing parent directories) or validate it, then lock it.
+
+        Does nothing if already open. Raises :class:`~crdtsync.errors.StoreLockedError`
+        if the file is open elsewhere, ``StoreCorruptError`` or ``StoreVersionError``
+        for a file this code must not write to (left unchanged), ``StoreError`` for
+        other failures (the open may be retried) and after :meth:`close`.
+        """
+        async with self._life:
+            if self._state == "open":
+                return
+            if self._state == "closed":
+                raise StoreError(f"relay storage {self.path} is closed")
+            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-storage")
+            try:
+                await asyncio.get_running_loop().run_in_executor(executor, self._open)
+            except StoreError as exc:
+                logger.warning("relay storage %s not opened: %s", self.path, exc)
+                executor.shutdown(wait=False)
+                raise
+            except BaseException:
+                # Cancelled: the worker may still finish opening; undo that there.
+                executor.submit(self._close)
+                executor.shutdown(wait=False)
+                raise
+            self._executor = executor
+            self._state = "open"
+        logger.info(
+            "relay storage %s opened (synchronous=%s, last id %d)",
+            self.path,
+            self.synchronous,
+            self._last_id,
+        )
 
     def _open(self) -> None:
-        key = _file_key(self.path)
-        if key is not None and key in _OPEN_FILES:
-            raise StoreLockedError(f"{self.path} is in use: already open in this process")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            exists = self.path.exists() and self.path.stat().st_size > 0
-            if exists:
-                check_sqlite_header(self.path)
-                self._validate()
-        except OSError as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
-            if not exists:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                conn.execute("COMMIT")
-            elif conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
-            conn.execute("BEGIN IMMEDIATE")  # take the exclusive lock now
-            self._nums = {
-                DocId(doc_id): num for num, doc_id in conn.execute("SELECT num, doc_id FROM docs")
-            }
-            conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            if "locked" in str(exc):
-                raise StoreLockedError(f"{self.path} is in use by another process") from exc
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
-        self._conn = conn
-        self._key = _file_key(self.path)
-        if self._key is not None:
-            _OPEN_FILES.add(self._key)
+        with _REGISTRY_LOCK:
+            try:
+                key = _file_key(self.path)
+                if key is not None and key in _OPEN_FILES:
+                    raise StoreLockedError(f"{self.path} is in use: already open in this process")
+                exists = self._check_file()
+                if exists:
+                    self._validate()
+                uri = f"{self.path.absolute().as_uri()}?mode={'rw' if exists else 'rwc'}"
+                conn = sqlite3.connect(
+                    uri, uri=True, timeout=0, isolation_level=None, check_same_thread=False
+                )
+            except OSError as exc:
+                raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot open {self.path}: {exc}") from exc
+            try:
+                self._last_id = self._prepare(conn)
+                self._key = _file_key(self.path)
+            except BaseException:
+                conn.close()
+                raise
+            self._conn = conn
+            if self._key is not None:
+                _OPEN_FILES.add(self._key)
+
+    def _check_file(self) -> bool:
+        """Checks that need no SQLite. True if the file holds a database already."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists():
+            return False
+        if not self.path.is_file():
+            raise StoreError(f"cannot open {self.path}: not a regular file")
+        if self.path.stat().st_size == 0:
+            for suffix in ("-wal", "-journal"):
+                side = self.path.with_name(self.path.name + suffix)
+                if side.exists() and side.stat().st_size > 0:
+                    raise StoreCorruptError(
+                        f"{self.path} is empty but {side.name} holds data: refusing to "
+                        "start a new relay store over it"
+                    )
+            return False  # created and never written: the store is created in it
+        check_sqlite_header(self.path)
+        return True
 
     def _validate(self) -> None:
-        """Refuse (without writing) a file that is not a relay store of our version."""
+        """Check an existing file on a read-only connection; raise unless it is a relay
+        store of this schema version, undamaged. Never writes to the file."""
+        # Side files SQLite creates for a read-only look at a WAL database; removed after.
         sides = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm")]
         created = [side for side in sides if not side.exists()]
         try:
@@ -174,16 +269,26 @@ class SQLiteStorage:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from exc
         try:
-            app = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            app, version, tables = _identify(conn)
+            if app == 0 and version == 0 and not tables:
+                return  # a valid but empty SQLite file: the store is created in it
             if app != APPLICATION_ID:
+                what = (
+                    "a crdtsync replica store"
+                    if tables >= _REPLICA_TABLES
+                    else f"tables: {', '.join(sorted(tables)) or 'none'}"
+                )
                 raise StoreCorruptError(
-                    f"{self.path} is an SQLite database but not a crdtsync relay store"
+                    f"{self.path} is an SQLite database but not a crdtsync relay store ({what})"
                 )
             if version != SCHEMA_VERSION:
                 raise StoreVersionError(
                     f"{self.path} has relay schema version {version}; this relay reads "
                     f"version {SCHEMA_VERSION}"
+                )
+            if not tables >= _TABLES:
+                raise StoreCorruptError(
+                    f"{self.path} is missing tables: {', '.join(sorted(_TABLES - tables))}"
                 )
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
             if problems != ["ok"]:
@@ -200,137 +305,268 @@ class SQLiteStorage:
                 if side.exists() and (side.name.endswith("-shm") or side.stat().st_size == 0):
                     side.unlink()
 
+    def _prepare(self, conn: sqlite3.Connection) -> int:
+        """Lock the file, create the schema if it is new, set the pragmas; return the
+        last id ever assigned."""
+        try:
+            conn.execute("PRAGMA locking_mode = EXCLUSIVE")
+            conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+            app, version, tables = _identify(conn)
+            if app == 0 and version == 0 and not tables:
+                self._create(conn)
+            elif (app, version) != (APPLICATION_ID, SCHEMA_VERSION) or not tables >= _TABLES:
+                raise StoreCorruptError(f"{self.path} changed while it was being opened")
+            elif conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            # Take the exclusive lock now, so a second opener fails at open, not mid-write.
+            conn.execute("BEGIN IMMEDIATE")
+            (last_log,) = conn.execute("SELECT max(id) FROM log").fetchone()
+            (last_upto,) = conn.execute("SELECT max(snapshot_upto) FROM docs").fetchone()
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise StoreLockedError(f"{self.path} is in use by another process") from exc
+            raise StoreError(f"cannot open {self.path}: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
+        return max(last_log or 0, last_upto or 0)
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise StoreError(f"cannot create a relay store in {self.path}: {exc}") from exc
+        logger.info("relay storage %s created (schema version %d)", self.path, SCHEMA_VERSION)
+
     async def close(self) -> None:
-        """Close the file (idempotent)."""
-        if self._state != "open":
+        """Let the calls already made finish, then close the file (checkpointing the WAL)
+        and unlock it. Idempotent; every later call raises ``StoreError``."""
+        async with self._life:
+            if self._state == "closed":
+                return
+            was_open = self._state == "open"
             self._state = "closed"
-            return
-        self._state = "closing"
-        executor = self._executor
-        assert executor is not None
-        await asyncio.get_running_loop().run_in_executor(executor, self._close)
-        executor.shutdown(wait=True)
-        self._executor = None
-        self._state = "closed"
-        logger.info("relay storage %s closed", self.path)
+            executor, self._executor = self._executor, None
+            if executor is None:
+                return
+            try:
+                await asyncio.get_running_loop().run_in_executor(executor, self._close)
+            finally:
+                executor.shutdown(wait=False)  # idle now (or finishing _close if cancelled)
+        if was_open:
+            logger.info("relay storage %s closed", self.path)
 
     def _close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-        if self._key is not None:
-            _OPEN_FILES.discard(self._key)
-            self._key = None
+        with _REGISTRY_LOCK:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                try:
+                    conn.close()
+                except sqlite3.Error as exc:
+                    logger.warning("relay storage %s: closing failed: %s", self.path, exc)
+            if self._key is not None:
+                _OPEN_FILES.discard(self._key)
+                self._key = None
+            self._nums.clear()
+
+    async def __aenter__(self) -> Self:
+        """:meth:`open`, then return the storage."""
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """:meth:`close`."""
+        await self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_state", "closed") == "open":
-            warnings.warn(f"unclosed SQLiteStorage {self.path}", ResourceWarning, stacklevel=2)
+            warnings.warn(f"unclosed relay storage {self.path}", ResourceWarning, stacklevel=2)
+            self._state = "closed"
+            # No call is running: a queued call would hold a reference to self.
+            self._close()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False)
+                self._executor = None
 
-    # -- reads ------------------------------------------------------------------------------------
+    # -- errors ---------------------------------------------------------------------------------
+
+    def _read_error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            logger.error("relay storage %s: %s failed: %s", self.path, action, exc)
+            return StoreCorruptError(f"{self.path}: {action} failed: {exc}")
+        logger.warning("relay storage %s: %s failed: %s", self.path, action, exc)
+        return StoreError(f"{self.path}: {action} failed: {exc}")
+
+    def _write_error(self, action: str, exc: sqlite3.Error) -> StoreError:
+        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+            logger.error("relay storage %s: %s failed: %s", self.path, action, exc)
+            return StoreCorruptError(f"{self.path}: {action} failed: {exc}")
+        logger.warning("relay storage %s: %s failed: %s", self.path, action, exc)
+        return StoreWriteError(f"{self.path}: {action} failed: {exc}")
+
+    def _corrupt(self, message: str) -> StoreCorruptError:
+        logger.error("relay storage %s: %s", self.path, message)
+        return StoreCorruptError(f"{self.path}: {message}")
+
+    def _rollback(self, created: list[DocId]) -> None:
+        """Undo a failed write: the transaction and the numbers of documents it created."""
+        for doc_id in created:
+            self._nums.pop(doc_id, None)
+        conn = self._db()
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:  # SQLite may have rolled back already
+                logger.warning("relay storage %s: rollback failed: %s", self.path, exc)
+
+    # -- reads ----------------------------------------------------------------------------------
 
     async def load(self, doc_id: DocId) -> StoredRoom:
+        """Everything stored for ``doc_id``, every blob checked against its CRC-32
+        (:class:`~crdtsync.errors.StoreCorruptError` on a mismatch); an empty room for
+        an unknown document."""
+        self._check_open()
+        check_doc_id(doc_id)
         return await self._run(self._load, doc_id)
 
     def _load(self, doc_id: DocId) -> StoredRoom:
-        num = self._nums.get(doc_id)
-        if num is None:
-            return StoredRoom(doc_id, None, 0, [])
-        db = self._db()
+        conn = self._db()
         try:
-            snapshot, snapshot_crc, upto = db.execute(
-                "SELECT snapshot, snapshot_crc, snapshot_upto FROM docs WHERE num = ?", (num,)
+            row = conn.execute(
+                "SELECT num, snapshot_upto, snapshot_crc, snapshot FROM docs WHERE doc_id = ?",
+                (doc_id,),
             ).fetchone()
-            rows = db.execute(
-                "SELECT id, data, crc FROM log WHERE num = ? ORDER BY id", (num,)
+            if row is None:
+                return StoredRoom(doc_id, None, 0, [])
+            num, upto, snapshot_crc, snapshot = row
+            rows = conn.execute(
+                "SELECT id, crc, data FROM log WHERE num = ? AND id > ? ORDER BY id", (num, upto)
             ).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(f"{self.path}: cannot read {doc_id!r}: {exc}") from exc
-        if snapshot is not None and zlib.crc32(snapshot) != snapshot_crc:
-            raise StoreCorruptError(f"{self.path}: snapshot of {doc_id!r} fails its checksum")
+        except sqlite3.Error as exc:
+            raise self._read_error(f"loading {doc_id!r}", exc) from exc
+        self._remember(doc_id, num)
+        if snapshot is not None and (type(snapshot) is not bytes or _crc(snapshot) != snapshot_crc):
+            raise self._corrupt(f"the snapshot of {doc_id!r} fails its checksum")
         updates = []
-        for entry_id, data, crc in rows:
-            if zlib.crc32(data) != crc:
-                raise StoreCorruptError(
-                    f"{self.path}: log entry {entry_id} of {doc_id!r} fails its checksum"
-                )
+        for entry_id, crc, data in rows:
+            if type(data) is not bytes or _crc(data) != crc:
+                raise self._corrupt(f"log entry {entry_id} of {doc_id!r} fails its checksum")
             updates.append(StoredUpdate(entry_id, data))
         return StoredRoom(doc_id, snapshot, upto, updates)
 
     async def documents(self) -> list[DocId]:
+        """Every document with a log entry or a snapshot, sorted."""
         return await self._run(self._documents)
 
     def _documents(self) -> list[DocId]:
-        return sorted(self._nums)
+        try:
+            rows = self._db().execute("SELECT doc_id FROM docs ORDER BY doc_id").fetchall()
+        except sqlite3.Error as exc:
+            raise self._read_error("listing documents", exc) from exc
+        return [DocId(row[0]) for row in rows]
 
-    # -- writes -----------------------------------------------------------------------------------
+    def _remember(self, doc_id: DocId, num: int) -> None:
+        if len(self._nums) >= _NUM_CACHE_LIMIT:
+            self._nums.clear()
+        self._nums[doc_id] = num
+
+    def _num(self, conn: sqlite3.Connection, doc_id: DocId, created: list[DocId]) -> int:
+        """The number of ``doc_id``; inside a write transaction, which creates it if new
+        (and lists it in ``created``, to forget on rollback)."""
+        row = conn.execute("SELECT num FROM docs WHERE doc_id = ?", (doc_id,)).fetchone()
+        if row is not None:
+            num: int = row[0]
+        else:
+            cursor = conn.execute("INSERT INTO docs (doc_id) VALUES (?)", (doc_id,))
+            if cursor.lastrowid is None:  # pragma: no cover - SQLite always sets it here
+                raise sqlite3.OperationalError("no row id for a new document")
+            num = cursor.lastrowid
+            created.append(doc_id)
+        self._remember(doc_id, num)
+        return num
+
+    # -- writes ---------------------------------------------------------------------------------
 
     async def append(self, batch: Sequence[tuple[DocId, bytes]]) -> list[int]:
-        if not batch:
+        """Append ``batch`` in one transaction (one ``executemany``) and return the ids
+        assigned, in batch order. See :meth:`relay.storage.RelayStorage.append`."""
+        self._check_open()
+        checked = check_batch(batch)
+        if not checked:
             return []
-        return await self._run(self._append, list(batch))
+        return await self._run(self._append, checked)
 
     def _append(self, batch: list[tuple[DocId, bytes]]) -> list[int]:
-        db = self._db()
-        new_docs: list[DocId] = []
+        conn = self._db()
+        nums = self._nums
+        created: list[DocId] = []
+        first = entry_id = self._last_id + 1
+        rows = []
         try:
-            db.execute("BEGIN IMMEDIATE")
-            rows = []
+            conn.execute("BEGIN IMMEDIATE")
             for doc_id, update in batch:
-                num = self._nums.get(doc_id)
+                num = nums.get(doc_id)
                 if num is None:
-                    cursor = db.execute("INSERT INTO docs (doc_id) VALUES (?)", (doc_id,))
-                    assert cursor.lastrowid is not None
-                    num = self._nums[doc_id] = cursor.lastrowid
-                    new_docs.append(doc_id)
-                rows.append((num, update, zlib.crc32(update)))
-            first = db.execute("SELECT coalesce(max(id), 0) + 1 FROM log").fetchone()[0]
-            ids = list(range(first, first + len(rows)))
-            db.executemany(
-                "INSERT INTO log (id, num, data, crc) VALUES (?, ?, ?, ?)",
-                [(entry_id, *row) for entry_id, row in zip(ids, rows, strict=True)],
-            )
-            db.execute("COMMIT")
+                    num = self._num(conn, doc_id, created)
+                rows.append((entry_id, num, _crc(update), update))
+                entry_id += 1
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._rollback(new_docs)
-            raise StoreWriteError(
-                f"{self.path}: could not store {len(batch)} update(s): {exc}"
-            ) from exc
-        return ids
-
-    def _rollback(self, new_docs: list[DocId]) -> None:
-        for doc_id in new_docs:
-            self._nums.pop(doc_id, None)
-        db = self._db()
-        if db.in_transaction:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error as exc:  # SQLite rolled back already (e.g. disk full)
-                logger.warning("%s: rollback after a failed write: %s", self.path, exc)
+            self._rollback(created)
+            raise self._write_error(f"storing {len(batch)} update(s)", exc) from exc
+        self._last_id = entry_id - 1
+        return list(range(first, entry_id))
 
     async def compact(self, doc_id: DocId, snapshot: bytes, upto: int) -> None:
-        await self._run(self._compact, doc_id, bytes(snapshot), upto)
+        """Store ``snapshot`` and delete the log entries of ``doc_id`` up to ``upto``, in
+        one transaction. See :meth:`relay.storage.RelayStorage.compact`."""
+        self._check_open()
+        doc_id, snapshot, upto = check_compact(doc_id, snapshot, upto)
+        await self._run(self._compact, doc_id, snapshot, upto)
 
     def _compact(self, doc_id: DocId, snapshot: bytes, upto: int) -> None:
-        db = self._db()
-        new_docs: list[DocId] = []
+        conn = self._db()
         try:
-            db.execute("BEGIN IMMEDIATE")
-            num = self._nums.get(doc_id)
-            if num is None:
-                cursor = db.execute("INSERT INTO docs (doc_id) VALUES (?)", (doc_id,))
-                assert cursor.lastrowid is not None
-                num = self._nums[doc_id] = cursor.lastrowid
-                new_docs.append(doc_id)
-            db.execute(
-                "UPDATE docs SET snapshot = ?, snapshot_crc = ?, snapshot_upto = ? WHERE num = ?",
-                (snapshot, zlib.crc32(snapshot), upto, num),
-            )
-            db.execute("DELETE FROM log WHERE num = ? AND id <= ?", (num, upto))
-            db.execute("COMMIT")
+            row = conn.execute(
+                "SELECT num, snapshot_upto FROM docs WHERE doc_id = ?", (doc_id,)
+            ).fetchone()
         except sqlite3.Error as exc:
-            self._rollback(new_docs)
-            raise StoreWriteError(f"{self.path}: could not compact {doc_id!r}: {exc}") from exc
+            raise self._read_error(f"compacting {doc_id!r}", exc) from exc
+        problem = stale_compaction(doc_id, upto, 0 if row is None else row[1], self._last_id)
+        if problem is not None:
+            raise ValueError(problem)
+        created: list[DocId] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            num = self._num(conn, doc_id, created) if row is None else row[0]
+            conn.execute(
+                "UPDATE docs SET snapshot_upto = ?, snapshot_crc = ?, snapshot = ? WHERE num = ?",
+                (upto, _crc(snapshot), snapshot, num),
+            )
+            conn.execute("DELETE FROM log WHERE num = ? AND id <= ?", (num, upto))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback(created)
+            raise self._write_error(f"compacting {doc_id!r}", exc) from exc
 
     def on_remote(self, callback: RemoteCallback) -> None:
-        """Stored and never called: one SQLite file serves one relay process."""
-        self._remote.append(callback)
+        """Keep ``callback``; it is never called: the file is locked to this process, so
+        no other relay process can append to it."""
+        self._callbacks.append(callback)
+
+
+def _identify(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:
+    """``(application_id, user_version, table names)`` of an open database."""
+    (app,) = conn.execute("PRAGMA application_id").fetchone()
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return app, version, tables

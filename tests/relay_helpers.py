@@ -1,0 +1,87 @@
+"""Helpers for tests that run a real relay: in-process or as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pycrdt
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def eventually(
+    doc: pycrdt.Doc[Any], predicate: Callable[[], bool], timeout: float = 20
+) -> None:
+    """Wait (on the document's change events, not a sleep) until ``predicate()`` holds."""
+    changed = asyncio.Event()
+    subscription = doc.observe(lambda event: changed.set())
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                changed.clear()
+                if predicate():
+                    return
+                await changed.wait()
+    finally:
+        doc.unobserve(subscription)
+
+
+class RelayProcess:
+    """``python -m relay`` in a subprocess, on 127.0.0.1 and a free (or given) port."""
+
+    def __init__(self, store: str, log: Path, port: int = 0) -> None:
+        self.store = store
+        self.log = log
+        self.port = port
+        self.url = ""
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> str:
+        with self.log.open("ab") as log:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "relay",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--store",
+                self.store,
+                "--log-level",
+                "INFO",
+                stdout=asyncio.subprocess.PIPE,
+                stderr=log,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        assert self.proc.stdout is not None
+        line = (await asyncio.wait_for(self.proc.stdout.readline(), 30)).decode()
+        if "listening on" not in line:
+            raise RuntimeError(f"relay did not start: {line!r}; log: {self.log.read_text()}")
+        self.url = line.split("listening on ")[1].split()[0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self.url
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+    async def terminate(self) -> int:
+        """SIGTERM: graceful shutdown; returns the exit code."""
+        assert self.proc is not None
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), 30)
+
+    async def ensure_stopped(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            await self.kill()
