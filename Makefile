@@ -1,5 +1,5 @@
 # crdtsync: the two commands of README.md, and a few more.
-#   make run    the main job (until the relay lands: the offline demo)
+#   make relay  the main job: the relay on 127.0.0.1:8765, stored in relay-data/relay.db
 #   make test   lint, type-check and the whole test suite
 # Each target installs what it needs into .venv first.
 
@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run demo test lint typecheck pytest bench bench-full clean
+.PHONY: install run relay demo test lint typecheck pytest bench bench-full clean
 
 install: $(STAMP)
 
@@ -21,7 +21,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,dev]'
 	@touch $(STAMP)
 
-run: demo
+HOST  ?= 127.0.0.1
+PORT  ?= 8765
+STORE ?= sqlite:///relay-data/relay.db
+
+run: relay
+
+relay: $(STAMP)
+	$(PY) -m relay --host $(HOST) --port $(PORT) --store $(STORE)
 
 demo: $(STAMP)
 	$(PY) -m crdtsync demo

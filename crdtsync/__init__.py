@@ -14,14 +14,26 @@ See ``README.md`` for a tour, ``DESIGN.md`` guarantees in the docstrings.
 from .errors import (
     CrdtsyncError,
     InvalidUpdateError,
+    ProtocolError,
+    RelayRefusedError,
     ReplicaClosedError,
     StoreCorruptError,
     StoreError,
     StoreLockedError,
     StoreVersionError,
     StoreWriteError,
+    SyncError,
 )
-from .events import PendingChanged, ReplicaEvent
+from .events import (
+    DocumentOpened,
+    DocumentSynced,
+    LocalUpdate,
+    PendingChanged,
+    RelayErrorReceived,
+    ReplicaEvent,
+    StatusChanged,
+    SyncStatus,
+)
 from .ids import DocId, ReplicaId
 from .replica import Durability, PendingBatch, Replica
 from .store import MemoryStore, OutboxEntry, SQLiteStore, Store
@@ -31,22 +43,31 @@ __version__ = "0.1.0"
 __all__ = [
     "CrdtsyncError",
     "DocId",
+    "DocumentOpened",
+    "DocumentSynced",
     "Durability",
     "InvalidUpdateError",
+    "LocalUpdate",
     "MemoryStore",
     "OutboxEntry",
     "PendingBatch",
     "PendingChanged",
+    "ProtocolError",
+    "RelayErrorReceived",
+    "RelayRefusedError",
     "Replica",
     "ReplicaClosedError",
     "ReplicaEvent",
     "ReplicaId",
     "SQLiteStore",
+    "StatusChanged",
     "Store",
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
     "StoreVersionError",
     "StoreWriteError",
+    "SyncError",
+    "SyncStatus",
     "__version__",
 ]

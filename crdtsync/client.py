@@ -25,7 +25,7 @@ from .events import (
     DocumentOpened,
     DocumentSynced,
     LocalUpdate,
-    RelayError,
+    RelayErrorReceived,
     SessionEvent,
     StatusChanged,
     SyncStatus,
@@ -337,7 +337,7 @@ class Connector:
                 logger.info("sync status: %s", event.status.value)
                 self._status_changed.set()
                 self._replica._emit(event)
-            elif isinstance(event, RelayError):
+            elif isinstance(event, RelayErrorReceived):
                 self._replica._emit(event)
                 if event.error.fatal and event.error.code in _FATAL_CODES:
                     self._refused = RelayRefusedError(event.error.code, event.error.message)

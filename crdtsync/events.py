@@ -25,7 +25,7 @@ __all__ = [
     "DocumentSynced",
     "LocalUpdate",
     "PendingChanged",
-    "RelayError",
+    "RelayErrorReceived",
     "ReplicaEvent",
     "SessionEvent",
     "StatusChanged",
@@ -96,7 +96,7 @@ class DocumentSynced:
 
 
 @dataclass(frozen=True, slots=True)
-class RelayError:
+class RelayErrorReceived:
     """The relay sent ERROR. Fatal errors end the connection; for the others the
     session carries on (a rejected update stays in the outbox, never lost)."""
 
@@ -111,10 +111,15 @@ class AwarenessReceived:
     payload: bytes
 
 
-SessionEvent = StatusChanged | DocumentSynced | RelayError | AwarenessReceived
+SessionEvent = StatusChanged | DocumentSynced | RelayErrorReceived | AwarenessReceived
 
 
 ReplicaEvent = (
-    PendingChanged | LocalUpdate | DocumentOpened | StatusChanged | DocumentSynced | RelayError
+    PendingChanged
+    | LocalUpdate
+    | DocumentOpened
+    | StatusChanged
+    | DocumentSynced
+    | RelayErrorReceived
 )
 """Every event type a replica reports to :meth:`crdtsync.Replica.observe`."""

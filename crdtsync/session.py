@@ -36,7 +36,7 @@ from .errors import InvalidUpdateError, ProtocolError
 from .events import (
     AwarenessReceived,
     DocumentSynced,
-    RelayError,
+    RelayErrorReceived,
     SessionEvent,
     StatusChanged,
     SyncStatus,
@@ -66,7 +66,7 @@ __all__ = [
     "AwarenessReceived",
     "ClientSession",
     "DocumentSynced",
-    "RelayError",
+    "RelayErrorReceived",
     "RelaySession",
     "SessionEvent",
     "StatusChanged",
@@ -394,7 +394,7 @@ class ClientSession:
         self._check_synced(frame.doc_id, doc)
 
     def _on_error(self, frame: ErrorFrame) -> None:
-        self._events.append(RelayError(frame))
+        self._events.append(RelayErrorReceived(frame))
         doc = self._docs.get(frame.doc_id) if frame.doc_id is not None else None
         log = logger.error if frame.fatal else logger.warning
         log(

@@ -1,3 +1,28 @@
-"""The crdtsync relay service (built in the "Sync protocol, relay service" issue)."""
+"""The crdtsync relay: a websocket service that stores, acknowledges and forwards
+CRDT updates between replicas.
 
-__all__: list[str] = []
+Run it with ``crdtsync-relay`` (or ``python -m relay``), or embed it::
+
+    from relay import Relay
+
+    async with Relay("sqlite:///relay-data/relay.db", host="127.0.0.1", port=8765) as relay:
+        await relay.serve_forever()
+"""
+
+from crdtsync.session import Limits
+
+from .rooms import Hub
+from .server import DEFAULT_STORE, Relay
+from .storage import MemoryStorage, RelayStorage, SQLiteStorage, StoredRoom, open_storage
+
+__all__ = [
+    "DEFAULT_STORE",
+    "Hub",
+    "Limits",
+    "MemoryStorage",
+    "Relay",
+    "RelayStorage",
+    "SQLiteStorage",
+    "StoredRoom",
+    "open_storage",
+]

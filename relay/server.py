@@ -116,6 +116,9 @@ class Relay:
     async def start(self) -> None:
         """Open storage and start listening."""
         await self.storage.open()
+        # Updates other relay processes stored (shared storage such as Redis) reach
+        # this process's rooms; single-process backends never call it.
+        self.storage.on_remote(self.hub.remote_update)
         loop = asyncio.get_running_loop()
         self._writer = loop.create_task(self._write_loop(), name="relay storage writer")
         self._janitor = loop.create_task(self._janitor_loop(), name="relay janitor")

@@ -14,8 +14,10 @@ def test_all_names_exist() -> None:
 
 
 def test_the_contract_names_are_exported() -> None:
-    for name in ("Replica", "PendingChanged", "StoreError", "CrdtsyncError", "DocId"):
+    for name in ("Replica", "PendingChanged", "StoreError", "CrdtsyncError", "DocId", "SyncStatus"):
         assert name in crdtsync.__all__
+    for name in ("Relay", "open_storage", "Limits"):
+        assert name in relay.__all__
 
 
 def test_every_error_is_in_the_tree() -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from crdtsync import Replica
 from crdtsync.errors import ProtocolError
-from crdtsync.events import DocumentSynced, RelayError, StatusChanged, SyncStatus
+from crdtsync.events import DocumentSynced, RelayErrorReceived, StatusChanged, SyncStatus
 from crdtsync.ids import DocId, ReplicaId
 from crdtsync.protocol import (
     Ack,
@@ -332,5 +332,5 @@ def test_relay_error_is_reported_and_keeps_the_outbox(replicas: list[Replica]) -
     net.run()
     ca.events()
     ca.receive_frame(ErrorFrame(ErrorCode.INVALID_UPDATE, "no", D, 1))
-    assert isinstance(ca.events()[0], RelayError)
+    assert isinstance(ca.events()[0], RelayErrorReceived)
     assert ca.is_blocked(D)
