@@ -284,6 +284,8 @@ class Connector:
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_timeout,
             open_timeout=self._open_timeout,
+            # A peer that stopped answering pings will not answer a close either.
+            close_timeout=min(self._ping_timeout or 10.0, 10.0),
             compression=None,
         ) as ws:
             logger.info("connected to %s", self.url)

@@ -382,18 +382,28 @@ class Hub:
             self._check_compaction(room)
 
     def write_failed(self, writes: Sequence[Write], error: BaseException) -> None:
-        """Storage refused the commit: nothing is acknowledged. Senders get ERROR and
-        are disconnected, so they resend after a backoff (their outbox keeps it all)."""
+        """Storage refused the commit: nothing is acknowledged.
+
+        The rooms involved now hold content their storage lacks, and a client's
+        later diff against them would leave it out (the relay "has" it). So each
+        such room is dropped, to be reloaded from storage, and everyone in it is
+        disconnected with ERROR: on reconnect the senders resend from their
+        outboxes (after a backoff), and what is acknowledged is really stored.
+        """
         logger.error("storage failed; %d update(s) not acknowledged: %s", len(writes), error)
         for write in writes:
-            room = self.rooms.get(write.doc_id)
-            if room is not None:
-                room.writes_in_flight -= 1
             if write.sender is not None:
                 write.sender.reject(
                     write.doc_id, write.seq, ErrorCode.STORAGE_FAILED, f"not stored: {error}"
                 )
-                write.sender.fail(CLOSE_INTERNAL, ErrorCode.STORAGE_FAILED, "storage failed")
+        for doc_id in dict.fromkeys(write.doc_id for write in writes):
+            room = self.rooms.pop(doc_id, None)
+            if room is None:
+                continue
+            sessions = [*room.subscribers, *(s for s, _ in room.waiting if s is not None)]
+            for session in sessions:
+                session.fail(CLOSE_INTERNAL, ErrorCode.STORAGE_FAILED, "storage failed; retry")
+            logger.warning("room %r dropped after a storage failure; it reloads on demand", doc_id)
 
     # -- compaction ----------------------------------------------------------------------
 

@@ -109,7 +109,8 @@ class SimNetwork:
                 self.hub.receive(link.relay, link.up.popleft())
         if self._loads:
             moved = True
-            loads, self._loads = self._loads, []
+            loads = list(self._loads)
+            self._loads.clear()  # the hub holds this list's append
             for doc_id in loads:
                 self.hub.loaded(doc_id, self.storage.load(doc_id))
         writes = self.hub.take_writes()

@@ -334,3 +334,34 @@ def test_relay_error_is_reported_and_keeps_the_outbox(replicas: list[Replica]) -
     ca.receive_frame(ErrorFrame(ErrorCode.INVALID_UPDATE, "no", D, 1))
     assert isinstance(ca.events()[0], RelayErrorReceived)
     assert ca.is_blocked(D)
+
+
+def test_after_a_failed_write_the_room_is_reloaded_so_the_resend_is_stored(
+    replicas: list[Replica],
+) -> None:
+    """Regression: the room had integrated the update whose write failed, so the
+    client's resend (a diff against the room's state vector) carried nothing and
+    was acknowledged without the content ever reaching storage."""
+    a, b, _ = replicas
+    net = SimNetwork()
+    ca = net.client(a)
+    text(a)
+    net.connect(ca)
+    net.run()
+    text(a).insert(0, "must be stored")
+    net.links[ca].up.extend(ca.frames_to_send())
+    link = net.links[ca]
+    while link.up:
+        net.hub.receive(link.relay, link.up.popleft())
+    net.hub.write_failed(net.hub.take_writes(), OSError("disk full"))
+    assert D not in net.hub.rooms  # dropped: it holds what storage lacks
+    net.run()  # the relay closed the connection
+    assert ca not in net.links and a.pending(D) == 1
+    net.connect(ca)
+    net.run()
+    assert a.pending(D) == 0
+    net.restart_relay()  # only what storage has survives
+    text(b)
+    net.connect(net.client(b))
+    net.run()
+    assert str(text(b)) == "must be stored"
