@@ -105,7 +105,6 @@ class Connector:
         self.url = url
         self._replica = replica
         self._session = ClientSession(replica, replica.replica_id, token=token, max_frame=max_frame)
-        self._max_frame = max_frame
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._open_timeout = open_timeout
@@ -280,7 +279,7 @@ class Connector:
         self._dispatch(self._session.events())
         async with websockets.connect(
             self.url,
-            max_size=self._max_frame,
+            max_size=self._session.max_receive,
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_timeout,
             open_timeout=self._open_timeout,

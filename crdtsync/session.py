@@ -76,6 +76,10 @@ __all__ = [
 
 logger = logging.getLogger("crdtsync.session")
 
+MAX_RECEIVE = 256 << 20
+"""Largest frame a client accepts from its relay. Larger than the upload limit: a
+SYNC carries a whole document to a new replica, and cannot be split."""
+
 FRAME_OVERHEAD = 1024
 """Room left in a frame for everything but the update bytes (doc id, keys, seq)."""
 
@@ -151,6 +155,9 @@ class ClientSession:
     After any call, send :meth:`frames_to_send` in order and handle
     :meth:`events`. DESIGN.md guarantee 4: only stored changes are ever sent
     (the session reads them from the replica's outbox and diff).
+
+    ``max_frame`` bounds what the client sends (lowered to the relay's limit from
+    WELCOME); ``max_receive`` bounds what it accepts.
     """
 
     def __init__(
@@ -160,8 +167,10 @@ class ClientSession:
         *,
         token: str | None = None,
         max_frame: int = DEFAULT_MAX_FRAME,
+        max_receive: int = MAX_RECEIVE,
     ) -> None:
         self._target = target
+        self.max_receive = max_receive
         self.replica_id = replica_id
         self.token = token
         self._max_frame = max_frame
@@ -268,7 +277,7 @@ class ClientSession:
         Raises :class:`~crdtsync.errors.ProtocolError` if it is malformed or not
         allowed now; the I/O layer then closes the connection and reconnects.
         """
-        frame = decode_frame(data, self._max_frame)
+        frame = decode_frame(data, self.max_receive)
         self.receive_frame(frame)
 
     def receive_frame(self, frame: Frame) -> None:

@@ -440,3 +440,19 @@ def test_cli_help_and_bad_store() -> None:
         env={**os.environ},
     )
     assert bad.returncode == 2 and "unknown storage URL" in bad.stderr
+
+
+async def test_a_document_larger_than_the_upload_limit_reaches_a_new_replica(
+    tmp_path: Path, replicas: list[Replica]
+) -> None:
+    a, b, _ = replicas
+    limits = Limits(max_frame=64 * 1024)
+    async with Relay(f"sqlite:///{tmp_path}/relay.db", port=0, limits=limits) as relay:
+        await a.connect(relay.url)
+        text = notes(a)
+        for _ in range(10):  # each change fits a frame; the whole document does not
+            text.insert(len(text), "y" * 30_000)
+            await a.wait_synced(D, timeout=20)
+        await b.connect(relay.url)
+        await b.wait_synced(D, timeout=20)  # one SYNC of ~300 KB
+        assert str(notes(b)) == str(text)

@@ -27,7 +27,7 @@ from crdtsync.protocol import (
 from crdtsync.session import ClientSession, Limits, RelaySession
 from crdtsync.statevector import doc_state
 from relay.rooms import Hub
-from relay.storage import StoredRoom
+from relay.storage import StoredRoom, StoredUpdate
 
 from .sim import SimNetwork, SimStorage
 
@@ -365,3 +365,31 @@ def test_after_a_failed_write_the_room_is_reloaded_so_the_resend_is_stored(
     net.connect(net.client(b))
     net.run()
     assert str(text(b)) == "must be stored"
+
+
+def test_subscribers_wait_while_the_room_loads_and_never_see_it_empty() -> None:
+    source: pycrdt.Doc = pycrdt.Doc(client_id=3)
+    source.get("t", type=pycrdt.Text).insert(0, "stored before")
+    stored_update = source.get_update()
+    loads: list[DocId] = []
+    hub = Hub("relay", on_load=loads.append)
+    first, second = hub.open_session(), hub.open_session()
+    for session in (first, second):
+        hub.receive(session, encode_frame(Hello(ReplicaId("r"))))
+        session.frames_to_send()
+        hub.receive(session, encode_frame(Subscribe(D, b"\x00")))
+    source.get("t", type=pycrdt.Text).insert(0, "new: ")
+    hub.receive(
+        first, encode_frame(Update(D, source.get_update(pycrdt.get_state(stored_update)), 1))
+    )
+    assert loads == [D]  # loaded once, for both
+    assert first.frames_to_send() == second.frames_to_send() == []  # nothing before the load
+    hub.loaded(D, StoredRoom(D, None, 0, [StoredUpdate(1, stored_update)]))
+    sync, update = (decode_frame(f) for f in second.frames_to_send())
+    assert isinstance(sync, Sync) and isinstance(update, Update)  # in the order received
+    doc: pycrdt.Doc = pycrdt.Doc()
+    doc.apply_update(sync.update)
+    assert str(doc.get("t", type=pycrdt.Text)) == "stored before"
+    doc.apply_update(update.update)
+    assert str(doc.get("t", type=pycrdt.Text)) == "new: stored before"
+    assert str(hub.rooms[D].doc.get("t", type=pycrdt.Text)) == "new: stored before"
