@@ -91,6 +91,8 @@ def encode_state_vector(state_vector: StateVector) -> bytes:
 
 def read_delete_set(data: bytes, pos: int) -> tuple[DeleteSet, int]:
     """Read an encoded delete set at ``pos``; return it (sorted, merged) and the next position."""
+    if pos < len(data) and data[pos] == 0:  # no deletions: the common case
+        return {}, pos + 1
     count, pos = read_var_uint(data, pos)
     result: DeleteSet = {}
     for _ in range(count):

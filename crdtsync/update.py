@@ -102,7 +102,11 @@ class _Reader:
         self.pos = 0
 
     def var_uint(self) -> int:
-        value, self.pos = read_var_uint(self.data, self.pos)
+        pos = self.pos
+        if pos < len(self.data) and self.data[pos] < 0x80:  # one byte: the common case
+            self.pos = pos + 1
+            return self.data[pos]
+        value, self.pos = read_var_uint(self.data, pos)
         return value
 
     def byte(self) -> int:
