@@ -19,7 +19,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from .errors import ProtocolError, RelayRefusedError, SyncError
+from .errors import ProtocolError, RelayRefusedError, StoreError, SyncError
 from .events import (
     AwarenessReceived,
     DocumentOpened,
@@ -70,7 +70,8 @@ def is_retryable(exc: BaseException) -> bool:
     """Whether a failure to connect or stay connected is worth retrying.
 
     Network errors, timeouts, closed connections, protocol violations by the
-    relay and 5xx/429 handshake answers are transient. A bad URL, a 4xx answer
+    relay, 5xx/429 handshake answers and local store failures (a full disk: the
+    changes stay in memory and are stored on a later try) are transient. A bad URL, a 4xx answer
     and a fatal refusal by the relay (:class:`~crdtsync.errors.SyncError`) are not.
     """
     if isinstance(exc, SyncError | InvalidURI):
@@ -79,7 +80,8 @@ def is_retryable(exc: BaseException) -> bool:
         status = exc.response.status_code
         return status >= 500 or status in (408, 429)
     return isinstance(
-        exc, OSError | TimeoutError | ConnectionClosed | InvalidHandshake | ProtocolError
+        exc,
+        OSError | TimeoutError | ConnectionClosed | InvalidHandshake | ProtocolError | StoreError,
     )
 
 
@@ -118,6 +120,7 @@ class Connector:
         self._welcomed = False
         self._refused: RelayRefusedError | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()
         self._ws: ClientConnection | None = None
         self._awareness_handlers: list[Callable[[DocId, bytes], None]] = []
         self.error: BaseException | None = None
@@ -165,6 +168,8 @@ class Connector:
                     raise
         self._session.connection_lost()
         self._dispatch(self._session.events())
+        self._stopped.set()
+        self._wake_waiters()
 
     def cancel(self) -> None:
         """Stop without waiting (used when the replica is closed while connected)."""
@@ -209,39 +214,54 @@ class Connector:
 
     async def wait_synced(self, doc_id: DocId, timeout: float | None) -> None:
         """Wait until ``doc_id`` is caught up with the relay and nothing of it is
-        pending. Raises ``TimeoutError`` after ``timeout`` seconds, or the fatal
-        :class:`~crdtsync.errors.SyncError` that stopped the connector."""
+        pending. Raises ``TimeoutError`` after ``timeout`` seconds; if the
+        connector stops first, the error that stopped it (a
+        :class:`~crdtsync.errors.SyncError` for a disconnect or a refusal)."""
         self._add_document(doc_id)
         event = self._synced[doc_id]
         async with asyncio.timeout(timeout):
             while not self._session.is_synced(doc_id):
-                if self.error is not None:
-                    raise self.error
-                waiter = self._loop.create_task(event.wait())
-                stopped = self._loop.create_task(self._stopped())
-                try:
-                    await asyncio.wait({waiter, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiter.cancel()
-                    stopped.cancel()
-        if self.error is not None and not self._session.is_synced(doc_id):
-            raise self.error
-
-    async def _stopped(self) -> None:
-        task = self._task
-        if task is not None:
-            await asyncio.wait({task})
+                self._raise_if_stopped()
+                await self._first(event)
 
     async def wait_status(self, status: SyncStatus, timeout: float | None = None) -> None:
-        """Wait until :attr:`status` is ``status`` (``TimeoutError`` after ``timeout``)."""
+        """Wait until :attr:`status` is ``status`` (``TimeoutError`` after ``timeout``;
+        the stopping error if the connector stops first and ``status`` is not OFFLINE)."""
         async with asyncio.timeout(timeout):
             while self._session.status is not status:
+                self._raise_if_stopped()
                 self._status_changed.clear()
-                await self._status_changed.wait()
+                await self._first(self._status_changed)
+
+    def _raise_if_stopped(self) -> None:
+        if self._stopped.is_set():
+            raise self.error or SyncError(f"disconnected from {self.url}")
+
+    async def _first(self, event: asyncio.Event) -> None:
+        """Wait for ``event`` or for the connector to stop, whichever comes first."""
+        waiters = {
+            self._loop.create_task(event.wait()),
+            self._loop.create_task(self._stopped.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     # -- the connection loop ------------------------------------------------------------
 
     async def _run(self) -> None:
+        try:
+            await self._reconnect_forever()
+        except Exception as exc:  # a bug must stop syncing visibly, not silently
+            logger.exception("sync with %s stopped by an unexpected error", self.url)
+            self.error = exc
+        finally:
+            self._stopped.set()
+            self._wake_waiters()
+
+    async def _reconnect_forever(self) -> None:
         delays = self._delays()
         while True:
             self._welcomed = False
@@ -255,6 +275,7 @@ class Connector:
                 InvalidURI,
                 ProtocolError,
                 SyncError,
+                StoreError,
             ) as exc:
                 self._session.connection_lost()
                 self._dispatch(self._session.events())
@@ -263,7 +284,6 @@ class Connector:
                 if not is_retryable(exc):
                     logger.error("sync with %s stopped: %s", self.url, exc)
                     self.error = exc
-                    self._wake_waiters()
                     return
                 logger.warning("connection to %s lost: %s", self.url, _describe(exc))
             if self._welcomed:
@@ -344,7 +364,10 @@ class Connector:
                     self._refused = RelayRefusedError(event.error.code, event.error.message)
             elif isinstance(event, AwarenessReceived):
                 for handler in self._awareness_handlers:
-                    handler(event.doc_id, event.payload)
+                    try:
+                        handler(event.doc_id, event.payload)
+                    except Exception:  # an app's handler must not break syncing
+                        logger.exception("awareness handler %r failed", handler)
 
     def _wake_waiters(self) -> None:
         for event in self._synced.values():

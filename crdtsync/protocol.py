@@ -92,6 +92,8 @@ class ErrorCode:
     """The connection fell too far behind; it is closed and should resync."""
     STORAGE_FAILED: Final = "storage_failed"
     """The relay could not store the update (disk full...); it was not acknowledged."""
+    BUSY: Final = "busy"
+    """The document is still loading and too much was sent before its SYNC."""
     SHUTTING_DOWN: Final = "shutting_down"
     """The relay is stopping; reconnect later."""
     INTERNAL: Final = "internal"
@@ -333,7 +335,8 @@ class _Fields:
 
 
 def _required(value: int | None) -> int:
-    assert value is not None
+    if value is None:  # integer() only returns None for optional fields
+        raise ProtocolError("a required integer is missing")
     return value
 
 

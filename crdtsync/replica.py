@@ -570,8 +570,17 @@ class Replica:
 
     def diff(self, doc_id: str, state_vector: bytes) -> bytes:
         """An update with everything ``doc_id`` has beyond ``state_vector``, plus its
-        whole delete set (deletions do not show in state vectors)."""
-        return self._state(doc_id).doc.get_update(state_vector)
+        whole delete set (deletions do not show in state vectors).
+
+        Changes that a failed write left in memory are stored first; raises
+        :class:`~crdtsync.errors.StoreWriteError` if they still cannot be.
+        """
+        state = self._state(doc_id)
+        if state.unsaved:
+            # DESIGN.md guarantee 4: never send what is not stored. Store changes a
+            # failed write left in memory first, or raise StoreWriteError.
+            self._write(state, state.unsaved)
+        return state.doc.get_update(state_vector)
 
     def last_seq(self, doc_id: str) -> int:
         """The highest outbox sequence number issued for ``doc_id`` (0 if none)."""

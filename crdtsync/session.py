@@ -337,20 +337,22 @@ class ClientSession:
             logger.debug("ignoring SYNC for %r, not subscribed", frame.doc_id)
             return
         self._apply(frame.doc_id, frame.update)
-        doc.phase = _Phase.LIVE
         self._upload(frame.doc_id, doc, frame.state_vector)
+        doc.phase = _Phase.LIVE  # from now on, local changes are sent as they are stored
         self._check_synced(frame.doc_id, doc)
 
     def _upload(self, doc_id: DocId, doc: _ClientDoc, relay_sv: bytes) -> None:
         """Send what the relay lacks: the diff against its state vector, which
         covers the whole outbox, or the outbox in merged batches if the diff is
         larger than a frame."""
+        if self._target.pending(doc_id) == 0 and not _ahead(
+            self._target.state_vector(doc_id), relay_sv
+        ):
+            return
+        diff = self._target.diff(doc_id, relay_sv)  # stores unsaved changes first, or raises
         last = self._target.last_seq(doc_id)
         pending = self._target.pending(doc_id) > 0
-        if not pending and not _ahead(self._target.state_vector(doc_id), relay_sv):
-            return
         seq = last if pending else None
-        diff = self._target.diff(doc_id, relay_sv)
         if len(diff) + FRAME_OVERHEAD <= self._limit:
             self._send(Update(doc_id, diff, seq))
             doc.sent_seq = last
@@ -641,8 +643,15 @@ class RelaySession:
     # -- frames out ----------------------------------------------------------------------------
 
     def sync(self, doc_id: DocId, update: bytes, state_vector: bytes) -> None:
-        """Answer SUBSCRIBE: what the client lacks, and the relay's state vector."""
-        self._send(Sync(doc_id, update, state_vector))
+        """Answer SUBSCRIBE: what the client lacks, and the relay's state vector.
+
+        Not counted against ``max_queued_bytes``: the client asked for it, and a
+        large document cannot be split (a new replica must get it whole)."""
+        if self.close is not None:
+            return
+        self._out.append(encode_frame(Sync(doc_id, update, state_vector)))
+        if self.on_output is not None:
+            self.on_output()
 
     def push(self, frame: bytes) -> None:
         """Queue an already encoded frame (fan-out encodes once for every subscriber)."""
@@ -661,6 +670,12 @@ class RelaySession:
             return
         if self.on_output is not None:
             self.on_output()
+
+    def ackable(self, doc_id: DocId, seq: int) -> bool:
+        """True unless an update of ``doc_id`` at or below ``seq`` was refused on this
+        connection (an ACK for ``seq`` would cover it)."""
+        refused = self._refused.get(doc_id)
+        return refused is None or seq < refused
 
     def stored(self, doc_id: DocId, seq: int) -> None:
         """Updates of ``doc_id`` from this connection up to ``seq`` are durably stored:

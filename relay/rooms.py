@@ -45,6 +45,10 @@ __all__ = ["Applied", "Hub", "Room", "Write"]
 logger = logging.getLogger("relay.rooms")
 
 DEFAULT_COMPACT_MIN_BYTES = 256 * 1024
+MAX_HELD = 1000
+"""Most updates a room holds while they wait for missing dependencies."""
+MAX_HELD_BYTES = 16 << 20
+"""Most bytes of updates a room holds while they wait for missing dependencies."""
 
 
 class RoomState(enum.Enum):
@@ -76,6 +80,7 @@ class Write:
     update: bytes
     sender: RelaySession | None = None
     seq: int | None = None
+    room: Room | None = None
 
 
 _Request = Subscribe | Update | Unsubscribe | Awareness
@@ -98,6 +103,8 @@ class Room:
     writes_in_flight: int = 0
     compacting: bool = False
     idle_since: float | None = None
+    waiting_bytes: int = 0
+    held_bytes: int = 0
 
     def load(self, stored: StoredRoom) -> None:
         """Rebuild the document from storage: snapshot, then the log in order, holding
@@ -122,9 +129,13 @@ class Room:
         """Integrate ``update`` (or hold it until its dependencies arrive).
 
         Raises :class:`~crdtsync.errors.InvalidUpdateError` if nothing of it can be
-        used (it is then neither stored nor sent). If pycrdt integrates part of
-        it and then fails, the part it integrated (the diff from the state before)
-        is what gets stored and sent, and ``error`` says why the rest was refused.
+        used (it is then neither stored nor sent), or if too much is already held
+        (:data:`MAX_HELD` updates or :data:`MAX_HELD_BYTES`). If pycrdt integrates
+        part of it and then fails, the part it integrated (the diff from the state
+        before) is what gets stored and sent, and ``error`` says why the rest was
+        refused. A held update is stored (and acknowledged) when it arrives; if
+        pycrdt refuses it once its dependencies are there, only what it
+        integrated is sent on (and stored again as such).
         """
         try:
             summary = summarize_update(update)
@@ -133,8 +144,14 @@ class Room:
         if summary.missing(self.sv):
             if any(item.update == update for item in self.held):
                 return Applied([update], [])
+            if len(self.held) >= MAX_HELD or self.held_bytes + len(update) > MAX_HELD_BYTES:
+                raise InvalidUpdateError(
+                    f"{len(self.held)} updates already wait for missing dependencies "
+                    f"({self.held_bytes} bytes); send those dependencies first"
+                )
             check_decodes(self.doc_id, update)
             self.held.append(Held(update, summary))
+            self.held_bytes += len(update)
             logger.debug("%r: holding an update until its dependencies arrive", self)
             return Applied([update], [])
         before = self.sv
@@ -146,21 +163,31 @@ class Room:
             logger.warning("%r: pycrdt refused an update part-way: %s", self, exc)
             return Applied([part], [part], f"update refused by pycrdt: {exc}")
         self.sv = summary.reach(before)
+        if not self.held:
+            return Applied([update], [update])
+        return self._release(update)
+
+    def _release(self, update: bytes) -> Applied:
+        """Apply held updates whose dependencies are now present."""
+        store = [update]
         broadcast = [update]
-        if self.held:
-            released: list[bytes] = []
 
-            def apply_held(data: bytes) -> None:
+        def apply_held(data: bytes) -> None:
+            before = self.doc.get_state()
+            self.held_bytes -= len(data)
+            try:
                 self.doc.apply_update(data)
-                released.append(data)
+            except (ValueError, RuntimeError) as exc:
+                part = self.doc.get_update(before)
+                logger.warning("%r: pycrdt refused a held update part-way: %s", self, exc)
+                store.append(part)  # what the room integrated is what gets stored and sent
+                broadcast.append(part)
+                return
+            broadcast.append(data)
 
-            rejected = release_ready(self.doc, self.held, apply_held)
-            for item in rejected:
-                logger.warning("%r: dropped a held update pycrdt refused", self)
-                del item
-            self.sv = decode_state_vector(self.doc.get_state())
-            broadcast.extend(released)
-        return Applied([update], broadcast)
+        release_ready(self.doc, self.held, apply_held)
+        self.sv = decode_state_vector(self.doc.get_state())
+        return Applied(store, broadcast)
 
 
 class Hub:
@@ -231,13 +258,23 @@ class Hub:
                 if not isinstance(request, Subscribe):
                     continue  # the session checked the subscription; nothing to do
                 room = self._create(request.doc_id)
-            if room.state is RoomState.LOADING:
-                room.waiting.append((session, request))
-            else:
+            if room.state is RoomState.READY:
                 self._handle(room, session, request)
+            elif isinstance(request, Update | Awareness) and (
+                room.waiting_bytes + len(data) > self.limits.max_queued_bytes
+            ):
+                seq = request.seq if isinstance(request, Update) else None
+                session.reject(
+                    room.doc_id, seq, ErrorCode.BUSY, "the document is still loading; wait for SYNC"
+                )
+            else:
+                room.waiting.append((session, request))
+                room.waiting_bytes += len(data)
 
     def _handle(self, room: Room, session: RelaySession | None, request: _Request) -> None:
-        if isinstance(request, Update):
+        if isinstance(request, Update) and session is None:
+            self._remote(room, request.update)
+        elif isinstance(request, Update):
             self._update(room, session, request.update, request.seq)
         elif isinstance(request, Subscribe) and session is not None:
             self._subscribe(room, session, request.state_vector)
@@ -289,7 +326,7 @@ class Hub:
             last = len(applied.store) - 1
             for index, data in enumerate(applied.store):
                 self._writes.append(
-                    Write(room.doc_id, data, session, seq if index == last else None)
+                    Write(room.doc_id, data, session, seq if index == last else None, room)
                 )
             room.writes_in_flight += len(applied.store)
             self.on_write()
@@ -303,13 +340,16 @@ class Hub:
         if room.state is RoomState.LOADING:
             room.waiting.append((None, Update(doc_id, update)))
             return
+        self._remote(room, update)
+
+    def _remote(self, room: Room, update: bytes) -> None:
         try:
             applied = room.apply(update)
         except InvalidUpdateError as exc:
             logger.warning("%r: invalid update from another relay process: %s", room, exc)
             return
         for data in applied.broadcast:
-            frame = _encode_update(doc_id, data)
+            frame = _encode_update(room.doc_id, data)
             for session in room.subscribers:
                 session.push(frame)
 
@@ -327,11 +367,16 @@ class Hub:
         room = self.rooms.get(doc_id)
         if room is None or room.state is not RoomState.LOADING:
             return
-        room.load(stored)
+        try:
+            room.load(stored)
+        except (ValueError, RuntimeError) as exc:  # a stored snapshot pycrdt refuses
+            self.load_failed(doc_id, exc)
+            return
         logger.info(
             "loaded room %r (%d log entries, %d bytes)", doc_id, len(stored.updates), room.log_bytes
         )
         waiting, room.waiting = room.waiting, []
+        room.waiting_bytes = 0
         for session, request in waiting:
             if session is None or session in self.sessions:
                 self._handle(room, session, request)
@@ -343,12 +388,10 @@ class Hub:
         if room is None:
             return
         logger.error("could not load room %r: %s", doc_id, error)
-        for session, request in room.waiting:
-            if session is None:
-                continue
-            seq = request.seq if isinstance(request, Update) else None
-            session.subscriptions.discard(doc_id)
-            session.error(ErrorCode.INTERNAL, f"document unavailable: {error}", doc_id, seq)
+        # Fatal for the connections that wait: they reconnect after a backoff and
+        # try again (the failure may be transient), resending what is unacknowledged.
+        for session in dict.fromkeys(s for s, _ in room.waiting if s is not None):
+            session.fail(CLOSE_INTERNAL, ErrorCode.INTERNAL, f"document {doc_id!r} unavailable")
 
     # -- storage writes ------------------------------------------------------------------
 
@@ -367,15 +410,17 @@ class Hub:
         acks: dict[tuple[RelaySession, DocId], int] = {}
         touched: dict[DocId, Room] = {}
         for write, entry_id in zip(writes, ids, strict=True):
-            room = self.rooms.get(write.doc_id)
-            if room is not None:
+            room = write.room
+            if room is not None and self.rooms.get(write.doc_id) is room:
                 room.writes_in_flight -= 1
                 room.log.append((entry_id, len(write.update)))
                 room.log_bytes += len(write.update)
                 touched[write.doc_id] = room
-            if write.sender is not None and write.seq is not None:
-                key = (write.sender, write.doc_id)
-                acks[key] = max(acks.get(key, 0), write.seq)
+            sender = write.sender
+            if sender is not None and write.seq is not None:
+                key = (sender, write.doc_id)
+                if sender.ackable(write.doc_id, write.seq):
+                    acks[key] = max(acks.get(key, 0), write.seq)
         for (session, doc_id), seq in acks.items():
             session.stored(doc_id, seq)
         for room in touched.values():
@@ -392,14 +437,17 @@ class Hub:
         """
         logger.error("storage failed; %d update(s) not acknowledged: %s", len(writes), error)
         for write in writes:
+            if write.room is not None and self.rooms.get(write.doc_id) is write.room:
+                write.room.writes_in_flight -= 1
             if write.sender is not None:
                 write.sender.reject(
                     write.doc_id, write.seq, ErrorCode.STORAGE_FAILED, f"not stored: {error}"
                 )
-        for doc_id in dict.fromkeys(write.doc_id for write in writes):
-            room = self.rooms.pop(doc_id, None)
-            if room is None:
-                continue
+        for room in dict.fromkeys(write.room for write in writes if write.room is not None):
+            if self.rooms.get(room.doc_id) is not room:
+                continue  # already dropped (and maybe reloaded from storage since)
+            del self.rooms[room.doc_id]
+            doc_id = room.doc_id
             sessions = [*room.subscribers, *(s for s, _ in room.waiting if s is not None)]
             for session in sessions:
                 session.fail(CLOSE_INTERNAL, ErrorCode.STORAGE_FAILED, "storage failed; retry")
@@ -408,7 +456,7 @@ class Hub:
     # -- compaction ----------------------------------------------------------------------
 
     def _check_compaction(self, room: Room) -> None:
-        if room.compacting or room.held:
+        if room.compacting:
             return
         if room.log_bytes > max(self.compact_min_bytes, room.snapshot_bytes):
             room.compacting = True

@@ -157,6 +157,7 @@ class Relay:
         logger.info("relay %s stopping", self.relay_id)
         server.server.close()  # stop accepting; connections stay open while we drain
         await self._drain_writes()
+        await self._flush_sessions(timeout=2.0)
         server.close(close_connections=True)
         await server.wait_closed()
         await self._close_background()
@@ -164,6 +165,14 @@ class Relay:
         self._server = None
         self._stopping = False
         logger.info("relay %s stopped", self.relay_id)
+
+    async def _flush_sessions(self, timeout: float) -> None:
+        """Give each connection's writer a chance to send what is queued (the ACKs
+        the final drain released) before the connections are closed."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while any(s.queued_bytes for s in self.hub.sessions) and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # writers run between these polls
 
     async def _close_background(self) -> None:
         tasks = [t for t in (self._writer, self._janitor, *self._tasks) if t is not None]
@@ -325,16 +334,15 @@ class Relay:
             if not stored.updates:
                 self.hub.compacted(doc_id, len(stored.snapshot or b""), stored.snapshot_upto)
                 return
-            snapshot = await asyncio.to_thread(_verified_snapshot, stored)
-            upto = stored.updates[-1].id
+            snapshot, upto = await asyncio.to_thread(_verified_snapshot, stored)
             await self.storage.compact(doc_id, snapshot, upto)
         except (StoreError, ValueError, RuntimeError) as exc:
             self.hub.compaction_failed(doc_id, exc)
             return
         logger.info(
-            "compacted %r: %d log entries into a %d-byte snapshot",
+            "compacted %r: log entries up to %d into a %d-byte snapshot",
             doc_id,
-            len(stored.updates),
+            upto,
             len(snapshot),
         )
         self.hub.compacted(doc_id, len(snapshot), upto)
@@ -347,22 +355,30 @@ class Relay:
             await asyncio.sleep(period)
 
 
-def _verified_snapshot(stored: StoredRoom) -> bytes:
-    """The room's state as one update, checked to reproduce the stored content.
+def _verified_snapshot(stored: StoredRoom) -> tuple[bytes, int]:
+    """The room's state as one update and the last log id it covers, checked to
+    reproduce the stored content.
 
-    Raises ``ValueError`` if the log holds updates still waiting for their
-    dependencies (they would be dropped) or if the snapshot does not reproduce
-    the same state vector and delete set.
+    Log entries still waiting for their dependencies (held) are not folded in:
+    the snapshot covers the log up to the first of them, and they stay in the
+    log. Raises ``ValueError`` if there is nothing to fold, or if the snapshot
+    does not reproduce the same state vector and delete set.
     """
     doc, held = replay(stored)
+    updates = stored.updates
     if held:
-        raise ValueError(f"{len(held)} held update(s): compaction would drop them")
+        waiting = {item.update for item in held}
+        first = next(i for i, entry in enumerate(updates) if entry.update in waiting)
+        if first == 0:
+            raise ValueError("the oldest log entry waits for missing dependencies")
+        updates = updates[:first]
+        doc, _ = replay(StoredRoom(stored.doc_id, stored.snapshot, stored.snapshot_upto, updates))
     snapshot = doc.get_update()
     check: pycrdt.Doc[Any] = pycrdt.Doc()
     check.apply_update(snapshot)
     if not same_state(doc, check):
         raise ValueError("the snapshot does not reproduce the stored document")
-    return snapshot
+    return snapshot, updates[-1].id
 
 
 async def _close(ws: ServerConnection, code: int, reason: str) -> None:

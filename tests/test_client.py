@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pycrdt
@@ -16,15 +16,18 @@ from hypothesis import strategies as st
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosedError, InvalidURI
 
-from crdtsync import Replica
+from crdtsync import MemoryStore, Replica
 from crdtsync.client import backoff, is_retryable
-from crdtsync.errors import ProtocolError, RelayRefusedError
+from crdtsync.errors import ProtocolError, RelayRefusedError, StoreWriteError, SyncError
 from crdtsync.events import RelayErrorReceived, ReplicaEvent, SyncStatus
 from crdtsync.ids import DocId
 from crdtsync.protocol import ErrorCode, ErrorFrame, encode_frame
+from crdtsync.store import NewEntry
 from relay.rooms import replay
 from relay.server import Relay
 from relay.storage import MemoryData, MemoryStorage
+
+from .relay_helpers import eventually
 
 D = DocId("doc")
 
@@ -189,3 +192,72 @@ async def test_a_relay_that_is_down_leaves_the_replica_offline_and_working(
         await replica.wait_synced(D, timeout=0.3)
     assert replica.status in (SyncStatus.OFFLINE, SyncStatus.CONNECTING)
     assert items["offline"] is True and replica.pending(D) == 1
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose writes fail while ``fail`` is set (a full disk)."""
+
+    fail = False
+
+    def append(self, doc_id: DocId, entries: Sequence[NewEntry]) -> list[int]:
+        if self.fail:
+            raise StoreWriteError("disk full (simulated)")
+        return super().append(doc_id, entries)
+
+
+async def test_a_local_store_failure_while_syncing_is_retried_not_fatal(tmp_path: Path) -> None:
+    async with Relay("memory://", port=0) as relay:
+        flaky = FlakyStore()
+        with Replica(store=flaky) as a, Replica(tmp_path / "b.db") as b:
+            a.open(D)
+            items = b.open(D).get("m", type=pycrdt.Map)
+            await a.connect(relay.url)
+            await b.connect(relay.url)
+            await a.wait_synced(D, timeout=20)
+            await b.wait_synced(D, timeout=20)
+            flaky.fail = True
+            items["x"] = 1  # reaches a, which cannot store it: a's connection drops
+            await b.wait_synced(D, timeout=20)
+            flaky.fail = False  # space freed: a reconnects by itself and catches up
+            items["y"] = 2
+            await b.wait_synced(D, timeout=20)
+            await a.wait_synced(D, timeout=30)
+            m = a.open(D).get("m", type=pycrdt.Map)
+            await eventually(a.open(D), lambda: m.to_py() == {"x": 1, "y": 2})
+            assert a.connector is not None and a.connector.running
+            await a.disconnect()
+            await b.disconnect()
+
+
+async def test_a_change_whose_write_failed_is_stored_before_it_is_sent() -> None:
+    """DESIGN.md guarantee 4, also for a change a failed write left in memory."""
+    async with Relay("memory://", port=0) as relay:
+        flaky = FlakyStore()
+        with Replica(store=flaky) as a:
+            items = a.open(D).get("m", type=pycrdt.Map)
+            flaky.fail = True
+            with pytest.raises(ExceptionGroup):
+                items["unstored"] = "x"
+            await a.connect(relay.url)
+            with pytest.raises(TimeoutError):  # cannot be stored: not sent
+                await a.wait_synced(D, timeout=0.5)
+            doc, _ = replay(await relay.storage.load(D))
+            assert doc.get("m", type=pycrdt.Map).to_py() == {}
+            flaky.fail = False  # now it is stored, then sent
+            await a.wait_synced(D, timeout=30)
+            assert [e.seq for e in a.store.outbox(D)] == []
+            doc, _ = replay(await relay.storage.load(D))
+            assert doc.get("m", type=pycrdt.Map).to_py() == {"unstored": "x"}
+            await a.disconnect()
+
+
+async def test_wait_synced_raises_once_disconnected(replica: Replica) -> None:
+    replica.open(D).get("m", type=pycrdt.Map)["pending"] = True
+    await replica.connect("ws://127.0.0.1:9")
+    connector = replica.connector
+    assert connector is not None
+    waiter = asyncio.get_running_loop().create_task(connector.wait_synced(D, timeout=30))
+    await asyncio.sleep(0)  # let it start waiting
+    await replica.disconnect()
+    with pytest.raises(SyncError, match="disconnected"):
+        await waiter

@@ -26,7 +26,7 @@ from crdtsync.protocol import (
 )
 from crdtsync.session import ClientSession, Limits, RelaySession
 from crdtsync.statevector import doc_state
-from relay.rooms import Hub
+from relay.rooms import MAX_HELD, Hub
 from relay.storage import StoredRoom, StoredUpdate
 
 from .sim import SimNetwork, SimStorage
@@ -393,3 +393,117 @@ def test_subscribers_wait_while_the_room_loads_and_never_see_it_empty() -> None:
     doc.apply_update(update.update)
     assert str(doc.get("t", type=pycrdt.Text)) == "new: stored before"
     assert str(hub.rooms[D].doc.get("t", type=pycrdt.Text)) == "new: stored before"
+
+
+# -- regressions found in review ------------------------------------------------------------
+
+
+def _ready_hub(*names: str) -> tuple[Hub, list[RelaySession]]:
+    hub = Hub("relay")
+    sessions = []
+    for name in names:
+        session = hub.open_session(name)
+        hub.receive(session, encode_frame(Hello(ReplicaId(name))))
+        hub.receive(session, encode_frame(Subscribe(D, b"\x00")))
+        sessions.append(session)
+    hub.loaded(D, StoredRoom(D, None, 0, []))
+    for session in sessions:
+        session.frames_to_send()
+    return hub, sessions
+
+
+def _lp(text: str) -> bytes:
+    data = text.encode()
+    return bytes([len(data)]) + data
+
+
+# Client 2 from clock 5 (a gap): "ab" into root text "t", then "c" whose parent is the
+# string item <2#0>: pycrdt integrates "ab", then raises. Crafted by the reviewer.
+CRAFTED_GAPPED = (
+    bytes([1, 2, 2, 5, 0x04, 1]) + _lp("t") + _lp("ab") + bytes([0x04, 0, 2, 0]) + _lp("c") + b"\0"
+)
+
+
+def test_a_held_update_refused_on_release_still_sends_what_the_room_integrated() -> None:
+    hub, (writer, reader) = _ready_hub("writer", "reader")
+    hub.receive(writer, encode_frame(Update(D, CRAFTED_GAPPED, 1)))
+    dep: pycrdt.Doc = pycrdt.Doc(client_id=2)
+    dep.get("x", type=pycrdt.Text).insert(0, "12345")
+    hub.receive(writer, encode_frame(Update(D, dep.get_update(), 2)))
+    got: pycrdt.Doc = pycrdt.Doc()
+    for frame in map(decode_frame, reader.frames_to_send()):
+        if isinstance(frame, Update):
+            got.apply_update(frame.update)
+    assert doc_state(got) == doc_state(hub.rooms[D].doc)  # the reader did not diverge
+
+
+def test_held_updates_are_bounded_per_room() -> None:
+    hub, (writer,) = _ready_hub("writer")
+    for client in range(MAX_HELD + 5):  # each waits for clock 0 of its own client
+        gapped = bytes([1, 1]) + _varuint(1000 + client) + bytes([1, 0x04, 1]) + _lp("t")
+        hub.receive(writer, encode_frame(Update(D, gapped + _lp("y") + b"\0", client + 1)))
+    assert len(hub.rooms[D].held) == MAX_HELD
+    errors = [f for f in map(decode_frame, writer.frames_to_send()) if isinstance(f, ErrorFrame)]
+    assert len(errors) == 5 and all(e.code == ErrorCode.INVALID_UPDATE for e in errors)
+
+
+def _varuint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def test_a_stored_snapshot_pycrdt_refuses_fails_the_load_instead_of_hanging() -> None:
+    loads: list[DocId] = []
+    hub = Hub("relay", on_load=loads.append)
+    session = hub.open_session()
+    hub.receive(session, encode_frame(Hello(ReplicaId("r"))))
+    hub.receive(session, encode_frame(Subscribe(D, b"\x00")))
+    hub.loaded(D, StoredRoom(D, b"\x01\x01\xff", 0, []))
+    assert D not in hub.rooms
+    assert session.close is not None  # the client reconnects after a backoff and retries
+
+
+def test_a_sync_larger_than_the_queue_budget_is_still_sent() -> None:
+    session = RelaySession("relay", Limits(max_frame=1024, max_queued_bytes=4096))
+    hello(session)
+    session.sync(D, b"x" * 100_000, b"\x00")
+    assert session.close is None and len(session.frames_to_send()) == 1
+
+
+def test_a_remote_update_arriving_while_the_room_loads_is_not_stored_again() -> None:
+    loads: list[DocId] = []
+    hub = Hub("relay", on_load=loads.append)
+    session = hub.open_session()
+    hub.receive(session, encode_frame(Hello(ReplicaId("r"))))
+    hub.receive(session, encode_frame(Subscribe(D, b"\x00")))
+    source: pycrdt.Doc = pycrdt.Doc()
+    source.get("t", type=pycrdt.Text).insert(0, "from another relay process")
+    hub.remote_update(D, source.get_update())
+    hub.loaded(D, StoredRoom(D, None, 0, []))
+    assert hub.take_writes() == []
+    assert str(hub.rooms[D].doc.get("t", type=pycrdt.Text)) == "from another relay process"
+
+
+def test_bookkeeping_of_writes_survives_a_room_reload() -> None:
+    hub, (writer,) = _ready_hub("writer")
+    source: pycrdt.Doc = pycrdt.Doc()
+    text = source.get("t", type=pycrdt.Text)
+    text.insert(0, "a")
+    hub.receive(writer, encode_frame(Update(D, source.get_update(), 1)))
+    in_flight = hub.take_writes()  # a commit is running with this one
+    text.insert(1, "b")
+    hub.receive(writer, encode_frame(Update(D, source.get_update(), 2)))
+    hub.write_failed(hub.take_writes(), OSError("disk full"))  # drops the room
+    other = hub.open_session()
+    hub.receive(other, encode_frame(Hello(ReplicaId("o"))))
+    hub.receive(other, encode_frame(Subscribe(D, b"\x00")))
+    hub.loaded(D, StoredRoom(D, None, 0, []))
+    hub.written(in_flight, [1])  # the old room's commit completes
+    assert hub.rooms[D].writes_in_flight == 0
+    hub.close_session(other)
+    hub.unload_idle(0.0, 10.0)
+    assert hub.unload_idle(100.0, 10.0) == [D]
