@@ -117,7 +117,7 @@ class Connector:
         self._synced: dict[DocId, asyncio.Event] = {}
         self._status_changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._welcomed = False
+        self._healthy = False  # the current connection reached SYNCED
         self._refused: RelayRefusedError | None = None
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -264,7 +264,7 @@ class Connector:
     async def _reconnect_forever(self) -> None:
         delays = self._delays()
         while True:
-            self._welcomed = False
+            self._healthy = False
             try:
                 await self._connect_once()
             except (
@@ -286,15 +286,15 @@ class Connector:
                     self.error = exc
                     return
                 logger.warning("connection to %s lost: %s", self.url, _describe(exc))
-            if self._welcomed:
-                delays = self._delays()  # a working connection resets the backoff
+            if self._healthy:
+                delays = self._delays()  # a connection that got in sync resets the backoff
             delay = next(delays)
             logger.info("reconnecting to %s in %.2f s", self.url, delay)
             await asyncio.sleep(delay)
 
     async def _connect_once(self) -> None:
         """One connection, until it ends; always raises (ConnectionClosed when the
-        relay closed it cleanly). Sets ``_welcomed`` if the relay welcomed us."""
+        relay closed it cleanly)."""
         self._session.connecting()
         self._dispatch(self._session.events())
         async with websockets.connect(
@@ -318,7 +318,6 @@ class Connector:
                     if isinstance(message, str):
                         raise ProtocolError("the relay sent a text message")
                     self._session.receive(message)
-                    self._welcomed = self._welcomed or self._session.relay_id is not None
                     self._flush()
                     if self._refused is not None:
                         raise self._refused
@@ -356,6 +355,7 @@ class Connector:
                 self._replica._emit(event)
             elif isinstance(event, StatusChanged):
                 logger.info("sync status: %s", event.status.value)
+                self._healthy = self._healthy or event.status is SyncStatus.SYNCED
                 self._status_changed.set()
                 self._replica._emit(event)
             elif isinstance(event, RelayErrorReceived):
