@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds a document without subscribers stays loaded (default: %(default)s)",
     )
     parser.add_argument(
+        "--commit-delay",
+        type=float,
+        default=0.002,
+        help="seconds the storage writer waits so more updates share one commit "
+        "(delays ACKs, never fan-out; default: %(default)s)",
+    )
+    parser.add_argument(
         "--relay-id", default=None, help="name in logs and WELCOME (default: random)"
     )
     parser.add_argument(
@@ -111,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             limits=limits,
             relay_id=args.relay_id,
             idle_timeout=args.idle_timeout,
+            commit_delay=args.commit_delay,
         )
         asyncio.run(_serve(relay))
     except ValueError as exc:
