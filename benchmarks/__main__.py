@@ -18,6 +18,7 @@ from . import RESULTS_DIR, RunOptions
 
 GROUPS: dict[str, str] = {
     "local": "local edits: bare pycrdt vs crdtsync Replica in each durability mode",
+    "relay": "the relay under real websocket clients vs a bare forwarder (durable ACKs)",
 }
 """Benchmark groups, in the order they run: module name (in this package) -> summary."""
 
