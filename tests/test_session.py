@@ -507,3 +507,29 @@ def test_bookkeeping_of_writes_survives_a_room_reload() -> None:
     hub.close_session(other)
     hub.unload_idle(0.0, 10.0)
     assert hub.unload_idle(100.0, 10.0) == [D]
+
+
+def test_an_update_pycrdt_refuses_part_way_stores_and_sends_only_what_it_integrated() -> None:
+    # Client 2 from clock 0: "ab" into root text "t", then "c" whose parent is the
+    # string item <2#0>: pycrdt integrates "ab" and then raises.
+    crafted = (
+        bytes([1, 2, 2, 0, 0x04, 1]) + _lp("t") + _lp("ab") + bytes([0x04, 0, 2, 0]) + _lp("c")
+    ) + b"\0"
+    hub, (writer, reader) = _ready_hub("writer", "reader")
+    hub.receive(writer, encode_frame(Update(D, crafted, 1)))
+    writes = hub.take_writes()
+    assert [w.seq for w in writes] == [None]  # stored, but its ACK is withheld
+    hub.written(writes, [1])
+    frames = [decode_frame(f) for f in writer.frames_to_send()]
+    assert not [f for f in frames if isinstance(f, Ack)]
+    [error] = [f for f in frames if isinstance(f, ErrorFrame)]
+    assert (error.code, error.seq) == (ErrorCode.INVALID_UPDATE, 1)
+    got: pycrdt.Doc = pycrdt.Doc()
+    for frame in map(decode_frame, reader.frames_to_send()):
+        if isinstance(frame, Update):
+            got.apply_update(frame.update)
+    room = hub.rooms[D].doc
+    assert doc_state(got) == doc_state(room)  # the reader has exactly what the room has
+    stored: pycrdt.Doc = pycrdt.Doc()
+    stored.apply_update(writes[0].update)
+    assert doc_state(stored) == doc_state(room)  # and so does storage
