@@ -177,6 +177,65 @@ def check_sqlite_header(path: Path) -> None:
         )
 
 
+def check_existing_file(path: Path) -> bool:
+    """Checks of a store file that need no SQLite (never writes). True if ``path``
+    holds a database; False if it is missing or empty (a store is created in it).
+
+    Raises :class:`StoreCorruptError` for an empty file beside a non-empty WAL or
+    journal, or a file that does not start like a whole SQLite database.
+    """
+    if not path.exists():
+        return False
+    if not path.is_file():
+        raise StoreError(f"cannot open {path}: not a regular file")
+    if path.stat().st_size == 0:
+        for suffix in ("-wal", "-journal"):
+            side = path.with_name(path.name + suffix)
+            if side.exists() and side.stat().st_size > 0:
+                raise StoreCorruptError(
+                    f"{path} is empty but {side.name} holds data: refusing to "
+                    "start a new store over it"
+                )
+        return False  # created and never written: start a new store in it
+    check_sqlite_header(path)
+    return True
+
+
+def validate_read_only(path: Path, inspect: Callable[[sqlite3.Connection], bool]) -> None:
+    """Look at an existing database on a read-only connection, never writing to it.
+
+    ``inspect(conn)`` raises a :class:`StoreError` subclass unless the file is the
+    expected kind of store, and returns False for an empty database (nothing more
+    to check); then ``PRAGMA quick_check`` runs. SQLite errors become
+    :class:`StoreLockedError` or :class:`StoreCorruptError`. A read-only
+    connection never checkpoints a WAL into a file about to be refused, and side
+    files it created are removed.
+    """
+    sides = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
+    created = [side for side in sides if not side.exists()]
+    try:
+        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=0)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    try:
+        if not inspect(conn):
+            return
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise StoreCorruptError(f"{path} is damaged: {'; '.join(problems[:3])}")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise StoreLockedError(f"{path} is in use by another process") from exc
+        raise StoreCorruptError(f"{path} cannot be read: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise StoreCorruptError(f"{path} is damaged: {exc}") from exc
+    finally:
+        conn.close()
+        for side in created:
+            if side.exists() and (side.name.endswith("-shm") or side.stat().st_size == 0):
+                side.unlink()
+
+
 # Files open in this process, by (device, inode). SQLite's exclusive lock is a POSIX
 # lock, and POSIX drops all of a process's locks on a file when *any* descriptor of
 # that file is closed: a second open attempt from this process must be refused
@@ -245,58 +304,23 @@ class SQLiteStore:
 
     def _check_file(self) -> bool:
         """Checks that need no SQLite. Returns True if the store exists already."""
-        if not self.path.exists():
-            if not self.path.parent.is_dir():
-                raise StoreError(
-                    f"cannot create {self.path}: {self.path.parent} is not a directory"
-                )
-            return False
-        if not self.path.is_file():
-            raise StoreError(f"cannot open {self.path}: not a regular file")
-        if self.path.stat().st_size == 0:
-            for suffix in ("-wal", "-journal"):
-                side = self.path.with_name(self.path.name + suffix)
-                if side.exists() and side.stat().st_size > 0:
-                    raise StoreCorruptError(
-                        f"{self.path} is empty but {side.name} holds data: refusing to "
-                        "start a new store over it"
-                    )
-            return False  # created and never written: start a new store in it
-        check_sqlite_header(self.path)
-        return True
+        if not self.path.exists() and not self.path.parent.is_dir():
+            raise StoreError(f"cannot create {self.path}: {self.path.parent} is not a directory")
+        return check_existing_file(self.path)
 
     def _validate(self) -> None:
         """Check an existing file on a read-only connection; raise unless it is our store."""
-        # Side files SQLite creates for a read-only look at a WAL database; removed after.
-        sides = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm")]
-        created = [side for side in sides if not side.exists()]
-        try:
-            conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=0)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-            if version == 0 and not tables:
-                return  # a valid but empty SQLite file: the store is created in it
-            self._check_schema(version, tables)
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise StoreCorruptError(f"{self.path} is damaged: {'; '.join(problems[:3])}")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
-                raise StoreLockedError(f"{self.path} is in use by another process") from exc
-            raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(f"{self.path} is damaged: {exc}") from exc
-        finally:
-            conn.close()
-            for side in created:
-                if side.exists() and (side.name.endswith("-shm") or side.stat().st_size == 0):
-                    side.unlink()
+        validate_read_only(self.path, self._inspect)
+
+    def _inspect(self, conn: sqlite3.Connection) -> bool:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        }
+        if version == 0 and not tables:
+            return False  # a valid but empty SQLite file: the store is created in it
+        self._check_schema(version, tables)
+        return True
 
     def _check_schema(self, version: int, tables: set[str]) -> None:
         if version != SCHEMA_VERSION:

@@ -62,7 +62,12 @@ from crdtsync.ids import DocId, check_doc_id
 
 # The replica store's registry of files open in this process is shared on purpose:
 # a relay storage and a replica store must not open the same file either.
-from crdtsync.store.sqlite import _OPEN_FILES, _file_key, check_sqlite_header
+from crdtsync.store.sqlite import (
+    _OPEN_FILES,
+    _file_key,
+    check_existing_file,
+    validate_read_only,
+)
 
 from .base import (
     RemoteCallback,
@@ -242,68 +247,36 @@ class SQLiteStorage:
     def _check_file(self) -> bool:
         """Checks that need no SQLite. True if the file holds a database already."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            return False
-        if not self.path.is_file():
-            raise StoreError(f"cannot open {self.path}: not a regular file")
-        if self.path.stat().st_size == 0:
-            for suffix in ("-wal", "-journal"):
-                side = self.path.with_name(self.path.name + suffix)
-                if side.exists() and side.stat().st_size > 0:
-                    raise StoreCorruptError(
-                        f"{self.path} is empty but {side.name} holds data: refusing to "
-                        "start a new relay store over it"
-                    )
-            return False  # created and never written: the store is created in it
-        check_sqlite_header(self.path)
-        return True
+        return check_existing_file(self.path)
 
     def _validate(self) -> None:
-        """Check an existing file on a read-only connection; raise unless it is a relay
-        store of this schema version, undamaged. Never writes to the file."""
-        # Side files SQLite creates for a read-only look at a WAL database; removed after.
-        sides = [self.path.with_name(self.path.name + suffix) for suffix in ("-wal", "-shm")]
-        created = [side for side in sides if not side.exists()]
-        try:
-            conn = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=0)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        try:
-            app, version, tables = _identify(conn)
-            if app == 0 and version == 0 and not tables:
-                return  # a valid but empty SQLite file: the store is created in it
-            if app != APPLICATION_ID:
-                what = (
-                    "a crdtsync replica store"
-                    if tables >= _REPLICA_TABLES
-                    else f"tables: {', '.join(sorted(tables)) or 'none'}"
-                )
-                raise StoreCorruptError(
-                    f"{self.path} is an SQLite database but not a crdtsync relay store ({what})"
-                )
-            if version != SCHEMA_VERSION:
-                raise StoreVersionError(
-                    f"{self.path} has relay schema version {version}; this relay reads "
-                    f"version {SCHEMA_VERSION}"
-                )
-            if not tables >= _TABLES:
-                raise StoreCorruptError(
-                    f"{self.path} is missing tables: {', '.join(sorted(_TABLES - tables))}"
-                )
-            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-            if problems != ["ok"]:
-                raise StoreCorruptError(f"{self.path} is damaged: {'; '.join(problems[:3])}")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
-                raise StoreLockedError(f"{self.path} is in use by another process") from exc
-            raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(f"{self.path} is damaged: {exc}") from exc
-        finally:
-            conn.close()
-            for side in created:
-                if side.exists() and (side.name.endswith("-shm") or side.stat().st_size == 0):
-                    side.unlink()
+        """Raise unless the existing file is an undamaged relay store of this schema
+        version. Never writes to the file."""
+        validate_read_only(self.path, self._inspect)
+
+    def _inspect(self, conn: sqlite3.Connection) -> bool:
+        app, version, tables = _identify(conn)
+        if app == 0 and version == 0 and not tables:
+            return False  # a valid but empty SQLite file: the store is created in it
+        if app != APPLICATION_ID:
+            what = (
+                "a crdtsync replica store"
+                if tables >= _REPLICA_TABLES
+                else f"tables: {', '.join(sorted(tables)) or 'none'}"
+            )
+            raise StoreCorruptError(
+                f"{self.path} is an SQLite database but not a crdtsync relay store ({what})"
+            )
+        if version != SCHEMA_VERSION:
+            raise StoreVersionError(
+                f"{self.path} has relay schema version {version}; this relay reads "
+                f"version {SCHEMA_VERSION}"
+            )
+        if not tables >= _TABLES:
+            raise StoreCorruptError(
+                f"{self.path} is missing tables: {', '.join(sorted(_TABLES - tables))}"
+            )
+        return True
 
     def _prepare(self, conn: sqlite3.Connection) -> int:
         """Lock the file, create the schema if it is new, set the pragmas; return the
