@@ -218,7 +218,6 @@ class Hub:
         self.rooms: dict[DocId, Room] = {}
         self.sessions: set[RelaySession] = set()
         self._writes: list[Write] = []
-        self.updates_received = 0
         self.deliveries = 0
         self.bytes_received = 0
         self._now = 0.0  # the host's time at the last unload_idle()
@@ -305,7 +304,6 @@ class Hub:
     def _update(
         self, room: Room, session: RelaySession | None, update: bytes, seq: int | None
     ) -> None:
-        self.updates_received += 1
         try:
             applied = room.apply(update)
         except InvalidUpdateError as exc:

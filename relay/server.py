@@ -34,7 +34,7 @@ from websockets.http11 import Request, Response
 from crdtsync.errors import StoreError
 from crdtsync.ids import DocId
 from crdtsync.session import Limits, RelaySession
-from crdtsync.statevector import DeleteSet, StateVector, doc_state, same_state
+from crdtsync.statevector import DeleteSet, StateVector, doc_state
 
 from .rooms import DEFAULT_COMPACT_MIN_BYTES, Hub, Room, RoomState, replay
 from .storage import RelayStorage, StoredRoom, open_storage
@@ -413,10 +413,7 @@ def _verified_snapshot(stored: StoredRoom) -> tuple[bytes, int]:
         updates = updates[:first]
         doc, _ = replay(StoredRoom(stored.doc_id, stored.snapshot, stored.snapshot_upto, updates))
     snapshot = doc.get_update()
-    check: pycrdt.Doc[Any] = pycrdt.Doc()
-    check.apply_update(snapshot)
-    if not same_state(doc, check):
-        raise ValueError("the snapshot does not reproduce the stored document")
+    _check_snapshot(snapshot, doc_state(doc))
     return snapshot, updates[-1].id
 
 
@@ -425,7 +422,7 @@ def _check_snapshot(snapshot: bytes, expected: tuple[StateVector, DeleteSet]) ->
     check: pycrdt.Doc[Any] = pycrdt.Doc()
     check.apply_update(snapshot)
     if doc_state(check) != expected:
-        raise ValueError("the snapshot does not reproduce the room's document")
+        raise ValueError("the snapshot does not reproduce the document it was made from")
 
 
 async def _close(ws: ServerConnection, code: int, reason: str) -> None:
