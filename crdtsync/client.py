@@ -22,6 +22,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from .errors import ProtocolError, RelayRefusedError, StoreError, SyncError
 from .events import (
     AwarenessReceived,
+    DocumentLive,
     DocumentOpened,
     DocumentSynced,
     LocalUpdate,
@@ -357,6 +358,8 @@ class Connector:
                 logger.info("sync status: %s", event.status.value)
                 self._healthy = self._healthy or event.status is SyncStatus.SYNCED
                 self._status_changed.set()
+                self._replica._emit(event)
+            elif isinstance(event, DocumentLive):
                 self._replica._emit(event)
             elif isinstance(event, RelayErrorReceived):
                 self._replica._emit(event)

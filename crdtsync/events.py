@@ -21,6 +21,7 @@ from .protocol import ErrorFrame
 
 __all__ = [
     "AwarenessReceived",
+    "DocumentLive",
     "DocumentOpened",
     "DocumentSynced",
     "LocalUpdate",
@@ -96,6 +97,14 @@ class DocumentSynced:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentLive:
+    """The relay answered ``doc_id``'s SUBSCRIBE on the current connection: from now
+    on changes flow both ways as they happen (presence is announced again)."""
+
+    doc_id: DocId
+
+
+@dataclass(frozen=True, slots=True)
 class RelayErrorReceived:
     """The relay sent ERROR. Fatal errors end the connection; for the others the
     session carries on (a rejected update stays in the outbox, never lost)."""
@@ -111,7 +120,9 @@ class AwarenessReceived:
     payload: bytes
 
 
-SessionEvent = StatusChanged | DocumentSynced | RelayErrorReceived | AwarenessReceived
+SessionEvent = (
+    StatusChanged | DocumentSynced | DocumentLive | RelayErrorReceived | AwarenessReceived
+)
 
 
 ReplicaEvent = (
@@ -120,6 +131,7 @@ ReplicaEvent = (
     | DocumentOpened
     | StatusChanged
     | DocumentSynced
+    | DocumentLive
     | RelayErrorReceived
 )
 """Every event type a replica reports to :meth:`crdtsync.Replica.observe`."""

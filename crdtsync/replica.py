@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import pycrdt
 
+from .awareness import AwarenessLink
 from .errors import (
     InvalidUpdateError,
     ReplicaClosedError,
@@ -186,6 +187,8 @@ class Replica:
         self._stored = 0  # entries stored since open: tells apply_remote what it changed
         self._connector: Connector | None = None
         self._unobserve_sync: Callable[[], None] = _nothing
+        self._unobserve_awareness: Callable[[], None] = _nothing
+        self._presence = AwarenessLink()
         logger.debug("replica %s opened (durability=%s)", self._replica_id, durability)
 
     # -- identity and lifecycle ------------------------------------------------
@@ -629,6 +632,10 @@ class Replica:
         for doc_id in self._docs:
             connector.add_document(doc_id)
         self._unobserve_sync = self.observe(connector.on_replica_event)
+        presence = self._presence
+        connector.on_awareness(self._awareness_received)
+        self._unobserve_awareness = self.observe(presence.on_event)
+        presence.attach(connector)
         connector.start()
 
     async def disconnect(self) -> None:
@@ -640,6 +647,9 @@ class Replica:
             return
         self._unobserve_sync()
         self._unobserve_sync = _nothing
+        self._unobserve_awareness()
+        self._unobserve_awareness = _nothing
+        await self._presence.detach()
         await connector.stop()
 
     async def wait_synced(self, doc_id: str, timeout: float | None = None) -> None:
@@ -654,6 +664,26 @@ class Replica:
         if self._connector is None:
             raise RuntimeError("not connected: call connect() first")
         await self._connector.wait_synced(key, timeout)
+
+    def awareness(self, doc_id: str) -> pycrdt.Awareness:
+        """The presence of ``doc_id``'s users (cursors, names): a ``pycrdt.Awareness``.
+
+        Set this replica's state there (``set_local_state({...})`` or
+        ``set_local_state_field(key, value)``; ``None`` withdraws it) and read or
+        ``observe`` everyone's in ``states`` (keyed by client id; this replica's
+        is ``client_id(doc_id)``). While connected, the state is exchanged through
+        the relay with other replicas and with Yjs clients on its ``/yjs`` path;
+        it is never stored. A client that disconnects disappears from ``states``
+        (the relay removes it; anything silent for 30 s times out), and remote
+        states are dropped while this replica is offline. Opens the document if
+        it is not open.
+        """
+        key = check_doc_id(doc_id)
+        return self._presence.get(key, self.open(key))
+
+    def _awareness_received(self, doc_id: DocId, payload: bytes) -> None:
+        if not self._closed:
+            self._presence.received(doc_id, payload, self.open(doc_id))
 
     @property
     def status(self) -> SyncStatus:

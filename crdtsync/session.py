@@ -30,11 +30,12 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .errors import InvalidUpdateError, ProtocolError
 from .events import (
     AwarenessReceived,
+    DocumentLive,
     DocumentSynced,
     RelayErrorReceived,
     SessionEvent,
@@ -59,8 +60,12 @@ from .protocol import (
     Welcome,
     decode_frame,
     encode_frame,
+    encode_update,
 )
 from .statevector import decode_state_vector
+
+if TYPE_CHECKING:
+    import pycrdt
 
 __all__ = [
     "AwarenessReceived",
@@ -339,6 +344,7 @@ class ClientSession:
         self._apply(frame.doc_id, frame.update)
         self._upload(frame.doc_id, doc, frame.state_vector)
         doc.phase = _Phase.LIVE  # from now on, local changes are sent as they are stored
+        self._events.append(DocumentLive(frame.doc_id))
         self._check_synced(frame.doc_id, doc)
 
     def _upload(self, doc_id: DocId, doc: _ClientDoc, relay_sv: bytes) -> None:
@@ -546,6 +552,9 @@ class RelaySession:
     layer can wake the connection's writer.
     """
 
+    is_yjs: ClassVar[bool] = False
+    """True for y-websocket connections (:class:`relay.yjs.YjsSession`)."""
+
     def __init__(
         self,
         relay_id: str,
@@ -639,6 +648,20 @@ class RelaySession:
 
     # -- frames out ----------------------------------------------------------------------------
 
+    def subscribed(self, doc_id: DocId, doc: pycrdt.Doc[Any], state_vector: bytes) -> None:
+        """The room ``doc`` took this connection's SUBSCRIBE with ``state_vector``:
+        answer with SYNC (see :meth:`sync`)."""
+        self.sync(doc_id, doc.get_update(state_vector), doc.get_state())
+
+    def encode_update(self, doc_id: DocId, update: bytes) -> bytes:
+        """``update`` as this connection's wire frame (fan-out encodes once per kind
+        of connection)."""
+        return encode_update(doc_id, update)
+
+    def encode_awareness(self, doc_id: DocId, payload: bytes) -> bytes:
+        """An awareness update as this connection's wire frame."""
+        return encode_frame(Awareness(doc_id, payload))
+
     def sync(self, doc_id: DocId, update: bytes, state_vector: bytes) -> None:
         """Answer SUBSCRIBE: what the client lacks, and the relay's state vector.
 
@@ -701,11 +724,14 @@ class RelaySession:
         """Queue a fatal ERROR and ask the I/O layer to close the connection."""
         if self.close is not None:
             return
-        logger.info("%r: closing (%s): %s", self, code, message)
+        self._log_close(code, message)
         self._send(ErrorFrame(code, message, None, None, True))
         self.close = Close(close_code, f"{code}: {message}"[:120])
         if self.on_output is not None:
             self.on_output()
+
+    def _log_close(self, code: str, message: str) -> None:
+        logger.info("%r: closing (%s): %s", self, code, message)
 
     def frames_to_send(self) -> list[bytes]:
         """Frames to send, in order; each call returns the new ones only."""

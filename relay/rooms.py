@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,19 +33,22 @@ from crdtsync.errors import InvalidUpdateError
 from crdtsync.holding import Held, check_decodes, release_ready
 from crdtsync.ids import DocId
 from crdtsync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsubscribe, Update
-from crdtsync.protocol import encode_frame as _encode_frame
 from crdtsync.protocol import encode_update as _encode_update
 from crdtsync.session import CLOSE_INTERNAL, Limits, RelaySession
 from crdtsync.statevector import StateVector, decode_state_vector, encode_state_vector
 from crdtsync.update import summarize_update
 
+from .presence import Presence, decode_awareness
 from .storage import StoredRoom
+from .yjs import YjsSession
 
 __all__ = ["Applied", "Hub", "Room", "Write"]
 
 logger = logging.getLogger("relay.rooms")
 
 DEFAULT_COMPACT_MIN_BYTES = 256 * 1024
+EMPTY_UPDATE = b"\x00\x00"
+"""An update with no structs and no deletions."""
 MAX_HELD = 1000
 """Most updates a room holds while they wait for missing dependencies."""
 MAX_HELD_BYTES = 16 << 20
@@ -105,6 +109,7 @@ class Room:
     idle_since: float | None = None
     waiting_bytes: int = 0
     held_bytes: int = 0
+    presence: Presence = field(default_factory=Presence)
 
     def load(self, stored: StoredRoom) -> None:
         """Rebuild the document from storage: snapshot, then the log in order, holding
@@ -208,8 +213,11 @@ class Hub:
         on_load: Callable[[DocId], None] = lambda doc_id: None,
         on_write: Callable[[], None] = lambda: None,
         on_compact: Callable[[DocId], None] = lambda doc_id: None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.relay_id = relay_id
+        self.clock = clock
+        """The host's monotonic time (awareness timestamps)."""
         self.limits = limits
         self.compact_min_bytes = compact_min_bytes
         self.on_load = on_load
@@ -232,6 +240,16 @@ class Hub:
         self.sessions.add(session)
         return session
 
+    def open_yjs_session(
+        self, doc_id: DocId, name: str = "", on_output: Callable[[], None] | None = None
+    ) -> YjsSession:
+        """A new y-websocket connection to ``doc_id``: it joins the room at once (the
+        relay's sync step 1 goes out when the room is loaded)."""
+        session = YjsSession(self.relay_id, doc_id, self.limits, name=name, on_output=on_output)
+        self.sessions.add(session)
+        self._dispatch(session, session.join(), 0)
+        return session
+
     def close_session(self, session: RelaySession) -> None:
         """The connection ended: remove it from every room (its pending ACKs are dropped;
         the client resends what was not acknowledged)."""
@@ -248,7 +266,15 @@ class Hub:
     def receive(self, session: RelaySession, data: bytes) -> None:
         """Handle one message from ``session``'s client."""
         self.bytes_received += len(data)
-        for request in session.receive(data):
+        self._dispatch(session, session.receive(data), len(data))
+
+    def _dispatch(
+        self,
+        session: RelaySession,
+        requests: Sequence[Hello | Subscribe | Update | Unsubscribe | Awareness],
+        size: int,
+    ) -> None:
+        for request in requests:
             if isinstance(request, Hello):
                 logger.info("%r: hello", session)
                 continue
@@ -260,7 +286,7 @@ class Hub:
             if room.state is RoomState.READY:
                 self._handle(room, session, request)
             elif isinstance(request, Update | Awareness) and (
-                room.waiting_bytes + len(data) > self.limits.max_queued_bytes
+                room.waiting_bytes + size > self.limits.max_queued_bytes
             ):
                 seq = request.seq if isinstance(request, Update) else None
                 session.reject(
@@ -268,7 +294,7 @@ class Hub:
                 )
             else:
                 room.waiting.append((session, request))
-                room.waiting_bytes += len(data)
+                room.waiting_bytes += size
 
     def _handle(self, room: Room, session: RelaySession | None, request: _Request) -> None:
         if isinstance(request, Update) and session is None:
@@ -277,20 +303,22 @@ class Hub:
             self._update(room, session, request.update, request.seq)
         elif isinstance(request, Subscribe) and session is not None:
             self._subscribe(room, session, request.state_vector)
-        elif isinstance(request, Awareness):
-            frame = _encode_frame(request)
-            for other in room.subscribers:
-                if other is not session:
-                    other.push(frame)
+        elif isinstance(request, Awareness) and session is not None:
+            self._awareness(room, session, request.payload)
         elif isinstance(request, Unsubscribe) and session is not None:
             self._leave(room, session)
 
     def _subscribe(self, room: Room, session: RelaySession, state_vector: bytes) -> None:
         if room.doc_id not in session.subscriptions:
             return  # unsubscribed or closed while the room was loading
-        session.sync(room.doc_id, room.doc.get_update(state_vector), room.doc.get_state())
+        session.subscribed(room.doc_id, room.doc, state_vector)
+        if session in room.subscribers:
+            return  # a resync on the same connection
         room.subscribers[session] = None
         room.idle_since = None
+        present = room.presence.snapshot()
+        if present is not None:
+            session.push(session.encode_awareness(room.doc_id, present))
         logger.info(
             "%r subscribed to %r (%d subscribers)", session, room.doc_id, len(room.subscribers)
         )
@@ -298,12 +326,73 @@ class Hub:
     def _leave(self, room: Room, session: RelaySession) -> None:
         room.subscribers.pop(session, None)
         room.waiting = [(s, r) for s, r in room.waiting if s is not session]
+        gone = room.presence.remove_owner(session)
+        if gone is not None:
+            self._broadcast_awareness(room, None, gone)
         if not room.subscribers and room.idle_since is None:
             room.idle_since = self._now
+
+    # -- awareness (presence; never stored) ------------------------------------------------
+
+    def _awareness(self, room: Room, session: RelaySession, payload: bytes) -> None:
+        if not payload:  # an empty update asks for every current state
+            present = room.presence.snapshot()
+            if present is not None:
+                session.push(session.encode_awareness(room.doc_id, present))
+            return
+        try:
+            entries = decode_awareness(payload)
+        except ValueError as exc:
+            session.error(ErrorCode.BAD_FRAME, f"malformed awareness update: {exc}", room.doc_id)
+            return
+        changed = room.presence.apply(entries, session, self.clock())
+        if changed is not None:
+            self._broadcast_awareness(room, session, changed)
+
+    def _broadcast_awareness(self, room: Room, sender: RelaySession | None, payload: bytes) -> None:
+        frames: dict[bool, bytes] = {}
+        for other in room.subscribers:
+            if other is not sender:
+                frame = frames.get(other.is_yjs)
+                if frame is None:
+                    frame = frames[other.is_yjs] = other.encode_awareness(room.doc_id, payload)
+                other.push(frame)
+
+    def expire_awareness(self, now: float) -> int:
+        """Remove presence not renewed within its timeout (y-protocols: 30 s) and tell
+        the rooms; ``now`` is :attr:`clock` time. Returns how many rooms changed."""
+        changed = 0
+        for room in self.rooms.values():
+            if room.presence:
+                gone = room.presence.expire(now)
+                if gone is not None:
+                    self._broadcast_awareness(room, None, gone)
+                    changed += 1
+        return changed
+
+    def _fanout(self, room: Room, sender: RelaySession | None, update: bytes) -> None:
+        """Send ``update`` to every subscriber but ``sender``, encoded once per kind of
+        connection (native frame, y-protocols message)."""
+        native: bytes | None = None
+        yjs: bytes | None = None
+        for other in room.subscribers:
+            if other is sender:
+                continue
+            if other.is_yjs:
+                if yjs is None:
+                    yjs = other.encode_update(room.doc_id, update)
+                other.push(yjs)
+            else:
+                if native is None:
+                    native = _encode_update(room.doc_id, update)
+                other.push(native)
+            self.deliveries += 1
 
     def _update(
         self, room: Room, session: RelaySession | None, update: bytes, seq: int | None
     ) -> None:
+        if seq is None and update == EMPTY_UPDATE:
+            return  # y-protocols' "nothing to add" sync step 2: nothing to store or send
         try:
             applied = room.apply(update)
         except InvalidUpdateError as exc:
@@ -315,11 +404,7 @@ class Hub:
             session.reject(room.doc_id, seq, ErrorCode.INVALID_UPDATE, applied.error)
             seq = None
         for data in applied.broadcast:
-            frame = _encode_update(room.doc_id, data)
-            for other in room.subscribers:
-                if other is not session:
-                    other.push(frame)
-                    self.deliveries += 1
+            self._fanout(room, session, data)
         if applied.store:
             last = len(applied.store) - 1
             for index, data in enumerate(applied.store):
@@ -347,9 +432,7 @@ class Hub:
             logger.warning("%r: invalid update from another relay process: %s", room, exc)
             return
         for data in applied.broadcast:
-            frame = _encode_update(room.doc_id, data)
-            for session in room.subscribers:
-                session.push(frame)
+            self._fanout(room, None, data)
 
     # -- loading -------------------------------------------------------------------------
 

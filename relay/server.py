@@ -21,6 +21,7 @@ import http
 import json
 import logging
 import secrets
+import urllib.parse
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
@@ -32,7 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from crdtsync.errors import StoreError
-from crdtsync.ids import DocId
+from crdtsync.ids import DocId, check_doc_id
 from crdtsync.session import Limits, RelaySession
 from crdtsync.statevector import DeleteSet, StateVector, doc_state
 
@@ -45,10 +46,13 @@ logger = logging.getLogger("relay.server")
 
 DEFAULT_STORE = "sqlite:///relay-data/relay.db"
 NATIVE_PATH = "/"
+YJS_PREFIX = "/yjs/"
+"""y-websocket clients connect to ``YJS_PREFIX + <doc id>`` (percent-decoded)."""
 
 
 class Relay:
-    """A relay serving the native protocol on ``ws://host:port/``.
+    """A relay serving the native protocol on ``ws://host:port/`` and the
+    y-websocket protocol on ``ws://host:port/yjs/<doc id>``.
 
     ``storage`` is a storage URL (``sqlite:///relay-data/relay.db``,
     ``sqlite:////abs/path.db``, ``memory://``) or a :class:`RelayStorage`.
@@ -220,7 +224,12 @@ class Relay:
             response = connection.respond(http.HTTPStatus.OK, body + "\n")
             response.headers["Content-Type"] = "application/json"
             return response
-        if path != NATIVE_PATH:
+        if path.startswith(YJS_PREFIX):
+            try:
+                _yjs_doc_id(path)
+            except ValueError as exc:
+                return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
+        elif path != NATIVE_PATH:
             return connection.respond(http.HTTPStatus.NOT_FOUND, f"no endpoint at {path}\n")
         if self._stopping:
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
@@ -231,14 +240,23 @@ class Relay:
     async def _handle(self, ws: ServerConnection) -> None:
         peer = _peer(ws)
         wake = asyncio.Event()
-        session = self.hub.open_session(name=peer, on_output=wake.set)
+        path = ws.request.path.split("?", 1)[0] if ws.request is not None else NATIVE_PATH
         self.connections.add(ws)
+        session: RelaySession
+        if path.startswith(YJS_PREFIX):
+            doc_id = _yjs_doc_id(path)  # checked in _process_request
+            session = self.hub.open_yjs_session(doc_id, name=peer, on_output=wake.set)
+            logger.info("y-websocket connection from %s to %r", peer, doc_id)
+            binary = "y-protocols messages are binary, not text"
+        else:
+            session = self.hub.open_session(name=peer, on_output=wake.set)
+            logger.info("connection from %s", peer)
+            binary = "frames are binary msgpack, not text"
         writer = asyncio.get_running_loop().create_task(self._send_loop(ws, session, wake))
-        logger.info("connection from %s", peer)
         try:
             async for message in ws:
                 if isinstance(message, str):
-                    session.fail(1003, "bad_frame", "frames are binary msgpack, not text")
+                    session.fail(1003, "bad_frame", binary)
                     break
                 self.hub.receive(session, message)
                 if session.close is not None or writer.done():
@@ -391,6 +409,7 @@ class Relay:
         period = max(0.05, min(self.idle_timeout / 2, 5.0))
         while True:
             self.hub.unload_idle(loop.time(), self.idle_timeout)
+            self.hub.expire_awareness(self.hub.clock())
             await asyncio.sleep(period)
 
 
@@ -430,6 +449,19 @@ async def _close(ws: ServerConnection, code: int, reason: str) -> None:
         await asyncio.wait_for(ws.close(code, reason), timeout=2)
     except TimeoutError:
         ws.transport.abort()
+
+
+def _yjs_doc_id(path: str) -> DocId:
+    """The document id of a y-websocket path (``/yjs/<doc id>``, percent-decoded).
+
+    Raises ``ValueError`` if it is missing or not a usable document id."""
+    raw = path[len(YJS_PREFIX) :]
+    try:
+        return check_doc_id(urllib.parse.unquote(raw, errors="strict"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"document id {raw!r} is not valid percent-encoded UTF-8") from exc
+    except ValueError as exc:
+        raise ValueError(f"bad document id in {path!r}: {exc}") from exc
 
 
 def _peer(ws: ServerConnection) -> str:
