@@ -8,7 +8,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run relay demo test lint typecheck pytest bench bench-full clean
+.PHONY: install run relay demo test lint typecheck pytest node-deps bench bench-full clean
 
 install: $(STAMP)
 
@@ -39,8 +39,34 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict crdtsync relay
 
+# The Yjs interop tests (tests/test_yjs_interop.py) run stock Yjs clients from npm,
+# pinned in tests/js/package-lock.json. With node and npm, pytest installs them
+# first; without, it says so and those tests skip, except in CI (CI=true): fail.
+JS_DIR     = tests/js
+NODE_STAMP = $(JS_DIR)/node_modules/.installed
+HAVE_NODE := $(shell command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 && echo yes)
+
+node-deps: $(NODE_STAMP)
+
+$(NODE_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
+	npm ci --prefix $(JS_DIR) --no-audit --no-fund --loglevel=error
+	@touch $(NODE_STAMP)
+
+ifeq ($(HAVE_NODE),yes)
+PYTEST_NODE = $(NODE_STAMP)
+else
+PYTEST_NODE = node-missing
+endif
+
+.PHONY: node-missing
+node-missing:
+	@if [ "$$CI" = "true" ]; then \
+	  echo "CI=true but node/npm are not installed: the Yjs interop tests must run in CI" >&2; \
+	  exit 1; fi
+	@echo "node/npm not found: the Yjs interop tests (tests/test_yjs_interop.py) will be skipped"
+
 # pytest exits 5 when it collects no tests: not a failure of the build.
-pytest: $(STAMP)
+pytest: $(STAMP) $(PYTEST_NODE)
 	$(VENV)/bin/pytest; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 
