@@ -230,6 +230,43 @@ class RelayStorageContract:
 
     # -- restarts -----------------------------------------------------------------------------
 
+    # -- authorship claims ------------------------------------------------------------------
+
+    async def test_claims_are_stored_with_the_batch_first_owner_wins(
+        self, storage: RelayStorage
+    ) -> None:
+        await storage.append([(A, u(1))], [(A, 7, "ana"), (A, 8, "ana")])
+        await storage.append([(A, u(2))], [(A, 7, "eve"), (B, 7, "eve")])
+        assert (await storage.load(A)).claims == {7: "ana", 8: "ana"}
+        assert (await storage.load(B)).claims == {7: "eve"}
+        # Compaction leaves them; a restart keeps them (durable backends).
+        room = await storage.load(A)
+        await storage.compact(A, b"snapshot", room.updates[-1].id)
+        assert (await storage.load(A)).claims == {7: "ana", 8: "ana"}
+        if storage.durable:
+            storage = await self.restart(storage)
+            assert (await storage.load(A)).claims == {7: "ana", 8: "ana"}
+
+    async def test_claims_are_all_or_nothing_with_the_batch(self, storage: RelayStorage) -> None:
+        await self.fill_disk(storage)
+        with pytest.raises(StoreWriteError):
+            await storage.append([(A, u(1, size=300_000))], [(A, 7, "ana")])
+        await self.free_disk(storage)
+        assert (await storage.load(A)).claims == {}
+        await storage.append([(A, u(2))], [(A, 7, "bob")])
+        assert (await storage.load(A)).claims == {7: "bob"}
+
+    @pytest.mark.parametrize(
+        "claim",
+        [(A, -1, "ana"), (A, 1 << 53, "ana"), (A, 1, ""), (A, 1, "x" * 300), (DocId(""), 1, "a")],
+    )
+    async def test_invalid_claims_store_nothing(
+        self, storage: RelayStorage, claim: tuple[DocId, int, str]
+    ) -> None:
+        with pytest.raises(ValueError):
+            await storage.append([(A, u(1))], [claim])
+        assert await storage.load(A) == StoredRoom(A, None, 0, [])
+
     async def test_restart_keeps_everything(self, storage: RelayStorage) -> None:
         ids = await storage.append([(A, u(1)), (B, u(2)), (A, u(3)), (C, u(4))])
         await storage.compact(A, b"snap-a", ids[0])

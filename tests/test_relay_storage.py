@@ -347,7 +347,29 @@ async def test_empty_file_becomes_a_store(tmp_path: Path) -> None:
         assert (await storage.load(A)).updates[0].id == ids[0]
 
 
-@pytest.mark.parametrize("version", [0, 2])
+async def test_schema_version_1_is_migrated_in_place(tmp_path: Path) -> None:
+    """A file written before authorship claims existed (version 1, no ``claims``
+    table) opens, gains the table, and keeps its content."""
+    path = tmp_path / "relay.db"
+    await write_relay_store(path)
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE claims")
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+    async with SQLiteStorage(path) as storage:
+        documents = await storage.documents()
+        assert documents
+        before = await storage.load(documents[0])
+        assert before.updates and before.claims == {}
+        await storage.append([(documents[0], before.updates[0].update)], [(documents[0], 7, "ana")])
+        assert (await storage.load(documents[0])).claims == {7: "ana"}
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+
+
+@pytest.mark.parametrize("version", [0, 3])
 async def test_unknown_schema_version_is_refused_untouched(tmp_path: Path, version: int) -> None:
     path = tmp_path / "relay.db"
     await write_relay_store(path)

@@ -319,6 +319,12 @@ class SQLiteStore:
         }
         if version == 0 and not tables:
             return False  # a valid but empty SQLite file: the store is created in it
+        (app,) = conn.execute("PRAGMA application_id").fetchone()
+        if app != 0:  # the relay's storage sets one ("crsy"); replica stores never do
+            raise StoreCorruptError(
+                f"{self.path} is an SQLite database but not a crdtsync replica store "
+                f"(application id {app:#x})"
+            )
         self._check_schema(version, tables)
         return True
 

@@ -21,23 +21,32 @@ anything is stored.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Self, runtime_checkable
 
 from crdtsync.ids import DocId, check_doc_id
 
 __all__ = [
+    "Claim",
     "RelayStorage",
     "RemoteCallback",
     "StoredRoom",
     "StoredUpdate",
     "check_batch",
+    "check_claims",
     "check_compact",
     "stale_compaction",
 ]
 
 RemoteCallback = Callable[[DocId, bytes], None]
 """``callback(doc_id, update)``: an update another relay process appended."""
+
+Claim = tuple[DocId, int, str]
+"""``(doc_id, client id, owner)``: ``owner`` (a token subject) wrote first under
+this Yjs client id in this document (the relay's authorship check)."""
+
+MAX_CLIENT_ID = (1 << 53) - 1
+MAX_OWNER_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +77,9 @@ class StoredRoom:
     """Id of the last log entry folded into the snapshot (0 if none)."""
     updates: list[StoredUpdate]
     """Log entries after the snapshot (all with ``id > snapshot_upto``), in append order."""
+    claims: dict[int, str] = field(default_factory=dict)
+    """Authorship: client id -> the owner who first wrote under it (kept across
+    compaction)."""
 
     @property
     def log_bytes(self) -> int:
@@ -110,9 +122,15 @@ class RelayStorage(Protocol):
         """Everything stored for ``doc_id``; an empty room for an unknown document."""
         ...
 
-    async def append(self, batch: Sequence[tuple[DocId, bytes]]) -> list[int]:
+    async def append(
+        self, batch: Sequence[tuple[DocId, bytes]], claims: Sequence[Claim] = ()
+    ) -> list[int]:
         """Append every ``(doc_id, update)`` of ``batch`` in ONE commit; return the ids
         assigned, in batch order.
+
+        ``claims`` are stored in the same commit: a claim on a client id that is
+        already claimed in that document is ignored (the first owner stays; the
+        caller checks ownership first).
 
         All or nothing: on failure (disk full, I/O error) raises
         :class:`~crdtsync.errors.StoreWriteError` and nothing of the batch is
@@ -170,6 +188,25 @@ def check_batch(batch: Sequence[tuple[DocId, bytes]]) -> list[tuple[DocId, bytes
             check_doc_id(doc_id)
             seen.add(doc_id)
         checked.append((doc_id, _as_bytes(update, "an update")))
+    return checked
+
+
+def check_claims(claims: Sequence[Claim]) -> list[Claim]:
+    """Validate :meth:`RelayStorage.append` claims before anything is stored:
+    ``ValueError``/``TypeError`` for a bad document id, a client id outside
+    0..2**53-1 or an empty or over-long (256 bytes) owner."""
+    checked: list[Claim] = []
+    for doc_id, client, owner in claims:
+        check_doc_id(doc_id)
+        if isinstance(client, bool) or not isinstance(client, int):
+            raise TypeError(f"a client id must be an int, not {type(client).__name__}")
+        if not 0 <= client <= MAX_CLIENT_ID:
+            raise ValueError(f"client id {client} is out of range")
+        if not isinstance(owner, str):
+            raise TypeError(f"an owner must be a str, not {type(owner).__name__}")
+        if not owner or len(owner.encode("utf-8", "surrogatepass")) > MAX_OWNER_BYTES:
+            raise ValueError(f"an owner must be 1 to {MAX_OWNER_BYTES} bytes long")
+        checked.append((doc_id, client, owner))
     return checked
 
 

@@ -32,10 +32,12 @@ from crdtsync.errors import StoreError, StoreLockedError, StoreWriteError
 from crdtsync.ids import DocId, check_doc_id
 
 from .base import (
+    Claim,
     RemoteCallback,
     StoredRoom,
     StoredUpdate,
     check_batch,
+    check_claims,
     check_compact,
     stale_compaction,
 )
@@ -58,6 +60,8 @@ class MemoryData:
     """Per document: the log entries after its snapshot, in append order."""
     last_id: int = 0
     """The last id assigned; ids are never reused."""
+    claims: dict[DocId, dict[int, str]] = field(default_factory=dict)
+    """Per document: client id -> owner (authorship)."""
     disk_full: bool = False
     """While True, :meth:`~MemoryStorage.append` and :meth:`~MemoryStorage.compact`
     raise :class:`~crdtsync.errors.StoreWriteError` and change nothing."""
@@ -146,7 +150,13 @@ class MemoryStorage:
         self._check_open()
         check_doc_id(doc_id)
         snapshot, upto = self.data.snapshots.get(doc_id, (None, 0))
-        return StoredRoom(doc_id, snapshot, upto, list(self.data.logs.get(doc_id, ())))
+        return StoredRoom(
+            doc_id,
+            snapshot,
+            upto,
+            list(self.data.logs.get(doc_id, ())),
+            dict(self.data.claims.get(doc_id, {})),
+        )
 
     async def documents(self) -> list[DocId]:
         """Every document with a log entry or a snapshot, sorted."""
@@ -160,17 +170,23 @@ class MemoryStorage:
             logger.warning("relay storage %s: %s failed: disk full (simulated)", self.url, action)
             raise StoreWriteError(f"relay storage {self.url}: {action} failed: disk full")
 
-    async def append(self, batch: Sequence[tuple[DocId, bytes]]) -> list[int]:
-        """Append ``batch`` all at once and return the ids assigned, in batch order.
+    async def append(
+        self, batch: Sequence[tuple[DocId, bytes]], claims: Sequence[Claim] = ()
+    ) -> list[int]:
+        """Append ``batch`` (and ``claims``) all at once and return the ids assigned,
+        in batch order.
 
         See :meth:`relay.storage.RelayStorage.append`.
         """
         self._check_open()
         checked = check_batch(batch)
-        if not checked:
+        owners = check_claims(claims)
+        if not checked and not owners:
             return []
         self._check_room(f"storing {len(checked)} update(s)")
         data = self.data
+        for doc_id, client, owner in owners:
+            data.claims.setdefault(doc_id, {}).setdefault(client, owner)
         first = data.last_id + 1
         for entry_id, (doc_id, update) in enumerate(checked, first):
             data.logs.setdefault(doc_id, []).append(StoredUpdate(entry_id, update))

@@ -7,6 +7,10 @@ Layout (``PRAGMA application_id`` :data:`APPLICATION_ID`, ``PRAGMA user_version`
         index docs_by_upto(snapshot_upto)
     log(id, num, crc, data)                 id: INTEGER PRIMARY KEY, the StoredUpdate id
         index log_by_doc(num, id)
+    claims(num, client, owner)              authorship; primary key (num, client)
+
+Schema version 1 (before ``claims``) is migrated in place when opened: the
+table is added and ``user_version`` set to 2 in one transaction.
 
 A document id is stored once, in ``docs``; the log refers to it by number. Loading
 one document is a range scan of ``log_by_doc``; an append adds rows at the end of
@@ -70,10 +74,12 @@ from crdtsync.store.sqlite import (
 )
 
 from .base import (
+    Claim,
     RemoteCallback,
     StoredRoom,
     StoredUpdate,
     check_batch,
+    check_claims,
     check_compact,
     stale_compaction,
 )
@@ -87,8 +93,10 @@ APPLICATION_ID = 0x63727379
 leaves it at 0 and has a ``meta`` table this layout lacks, so neither opens the
 other's file."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of the layout this code reads and writes."""
+_MIGRATABLE = {1}
+"""Older versions this code upgrades in place when it opens them."""
 
 Synchronous = Literal["full", "normal"]
 """``"full"``: fsync the WAL at every commit; ``"normal"``: leave it to the OS."""
@@ -109,8 +117,15 @@ _SCHEMA = (
         data BLOB NOT NULL
     )""",
     "CREATE INDEX log_by_doc ON log (num, id)",
+    _CLAIMS := """CREATE TABLE claims (
+        num    INTEGER NOT NULL,
+        client INTEGER NOT NULL,
+        owner  TEXT NOT NULL,
+        PRIMARY KEY (num, client)
+    ) WITHOUT ROWID""",
 )
 _TABLES = {"docs", "log"}
+_V2_TABLES = {"claims"}
 _REPLICA_TABLES = {"meta", "docs", "log"}
 _INSERT = "INSERT INTO log (id, num, crc, data) VALUES (?, ?, ?, ?)"
 _NUM_CACHE_LIMIT = 100_000  # document numbers remembered; forgotten all at once beyond
@@ -267,14 +282,15 @@ class SQLiteStorage:
             raise StoreCorruptError(
                 f"{self.path} is an SQLite database but not a crdtsync relay store ({what})"
             )
-        if version != SCHEMA_VERSION:
+        if version != SCHEMA_VERSION and version not in _MIGRATABLE:
             raise StoreVersionError(
                 f"{self.path} has relay schema version {version}; this relay reads "
                 f"version {SCHEMA_VERSION}"
             )
-        if not tables >= _TABLES:
+        needed = _TABLES | (_V2_TABLES if version >= 2 else set())
+        if not tables >= needed:
             raise StoreCorruptError(
-                f"{self.path} is missing tables: {', '.join(sorted(_TABLES - tables))}"
+                f"{self.path} is missing tables: {', '.join(sorted(needed - tables))}"
             )
         return True
 
@@ -287,10 +303,15 @@ class SQLiteStorage:
             app, version, tables = _identify(conn)
             if app == 0 and version == 0 and not tables:
                 self._create(conn)
-            elif (app, version) != (APPLICATION_ID, SCHEMA_VERSION) or not tables >= _TABLES:
+            elif app != APPLICATION_ID or not tables >= _TABLES:
                 raise StoreCorruptError(f"{self.path} changed while it was being opened")
-            elif conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                conn.execute("PRAGMA journal_mode = WAL")
+            else:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                if version in _MIGRATABLE:
+                    self._migrate(conn, version)
+                elif version != SCHEMA_VERSION:
+                    raise StoreCorruptError(f"{self.path} changed while it was being opened")
             # Take the exclusive lock now, so a second opener fails at open, not mid-write.
             conn.execute("BEGIN IMMEDIATE")
             (last_log,) = conn.execute("SELECT max(id) FROM log").fetchone()
@@ -303,6 +324,24 @@ class SQLiteStorage:
         except sqlite3.DatabaseError as exc:
             raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
         return max(last_log or 0, last_upto or 0)
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Upgrade schema version 1 to 2 (add ``claims``) in one transaction."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_CLAIMS)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        logger.info(
+            "relay storage %s upgraded from schema version %d to %d",
+            self.path,
+            version,
+            SCHEMA_VERSION,
+        )
 
     def _create(self, conn: sqlite3.Connection) -> None:
         try:
@@ -423,6 +462,9 @@ class SQLiteStorage:
             rows = conn.execute(
                 "SELECT id, crc, data FROM log WHERE num = ? AND id > ? ORDER BY id", (num, upto)
             ).fetchall()
+            claims = dict(
+                conn.execute("SELECT client, owner FROM claims WHERE num = ?", (num,)).fetchall()
+            )
         except sqlite3.Error as exc:
             raise self._read_error(f"loading {doc_id!r}", exc) from exc
         self._remember(doc_id, num)
@@ -433,7 +475,7 @@ class SQLiteStorage:
             if type(data) is not bytes or _crc(data) != crc:
                 raise self._corrupt(f"log entry {entry_id} of {doc_id!r} fails its checksum")
             updates.append(StoredUpdate(entry_id, data))
-        return StoredRoom(doc_id, snapshot, upto, updates)
+        return StoredRoom(doc_id, snapshot, upto, updates, claims)
 
     async def documents(self) -> list[DocId]:
         """Every document with a log entry or a snapshot, sorted."""
@@ -468,16 +510,20 @@ class SQLiteStorage:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    async def append(self, batch: Sequence[tuple[DocId, bytes]]) -> list[int]:
-        """Append ``batch`` in one transaction (one ``executemany``) and return the ids
-        assigned, in batch order. See :meth:`relay.storage.RelayStorage.append`."""
+    async def append(
+        self, batch: Sequence[tuple[DocId, bytes]], claims: Sequence[Claim] = ()
+    ) -> list[int]:
+        """Append ``batch`` (and ``claims``) in one transaction (one ``executemany``)
+        and return the ids assigned, in batch order. See
+        :meth:`relay.storage.RelayStorage.append`."""
         self._check_open()
         checked = check_batch(batch)
-        if not checked:
+        owners = check_claims(claims)
+        if not checked and not owners:
             return []
-        return await self._run(self._append, checked)
+        return await self._run(self._append, checked, owners)
 
-    def _append(self, batch: list[tuple[DocId, bytes]]) -> list[int]:
+    def _append(self, batch: list[tuple[DocId, bytes]], claims: list[Claim]) -> list[int]:
         conn = self._db()
         nums = self._nums
         created: list[DocId] = []
@@ -492,6 +538,14 @@ class SQLiteStorage:
                 rows.append((entry_id, num, _crc(update), update))
                 entry_id += 1
             conn.executemany(_INSERT, rows)
+            if claims:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO claims (num, client, owner) VALUES (?, ?, ?)",
+                    [
+                        (nums.get(doc_id) or self._num(conn, doc_id, created), client, owner)
+                        for doc_id, client, owner in claims
+                    ],
+                )
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback(created)
