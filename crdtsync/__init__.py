@@ -12,6 +12,7 @@ See ``README.md`` for a tour, ``DESIGN.md`` guarantees in the docstrings.
 """
 
 from .errors import (
+    AuthError,
     CrdtsyncError,
     InvalidUpdateError,
     ProtocolError,
@@ -41,6 +42,7 @@ from .store import MemoryStore, OutboxEntry, SQLiteStore, Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthError",
     "CrdtsyncError",
     "DocId",
     "DocumentOpened",

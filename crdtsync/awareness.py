@@ -97,6 +97,13 @@ class AwarenessLink:
             awareness.apply_awareness_update(payload, REMOTE)
         except (ValueError, RuntimeError) as exc:  # pycrdt: JSON errors, "Y protocol error"
             logger.warning("dropped a malformed awareness update for %r: %s", doc_id, exc)
+            return
+        # Forget the clock of clients that left, as the relay does: a client that
+        # comes back announces itself with the clock it left with (y-websocket
+        # does), which pycrdt would otherwise ignore until its next renewal.
+        meta = awareness.meta
+        for client in [c for c in meta if c not in awareness.states and c != awareness.client_id]:
+            del meta[client]
 
     def on_event(self, event: ReplicaEvent) -> None:
         """Replica events (registered with ``Replica.observe`` while connected)."""

@@ -9,21 +9,23 @@ through :meth:`crdtsync.Replica.connect`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, TypeAlias
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from .errors import ProtocolError, RelayRefusedError, StoreError, SyncError
+from .errors import AuthError, ProtocolError, RelayRefusedError, StoreError, SyncError
 from .events import (
     AwarenessReceived,
     DocumentLive,
     DocumentOpened,
+    DocumentRestricted,
     DocumentSynced,
     LocalUpdate,
     RelayErrorReceived,
@@ -38,12 +40,30 @@ from .session import ClientSession
 if TYPE_CHECKING:
     from .replica import Replica
 
-__all__ = ["Connector", "backoff", "is_retryable"]
+__all__ = ["Connector", "Token", "backoff", "is_retryable"]
 
 logger = logging.getLogger("crdtsync.client")
 
 # Relay errors that reconnecting cannot fix.
 _FATAL_CODES = frozenset({ErrorCode.UNSUPPORTED_VERSION})
+# Token refusals: fatal (AuthError), except an expiry on a live connection when the
+# token comes from a callable (the next connection asks it for a fresh one).
+_AUTH_CODES = frozenset(
+    {
+        ErrorCode.TOKEN_REQUIRED,
+        ErrorCode.TOKEN_INVALID,
+        ErrorCode.TOKEN_EXPIRED,
+        ErrorCode.TOKEN_NOT_YET_VALID,
+        ErrorCode.UNKNOWN_KEY,
+        ErrorCode.WRONG_ALGORITHM,
+        ErrorCode.PERMISSION_DENIED,
+    }
+)
+
+Token: TypeAlias = str | Callable[[], str | Awaitable[str]] | None
+"""A token for the relay: a string, or a callable (plain or async) returning a
+fresh one, called before every connection and when the relay says the current
+one is about to expire."""
 
 
 def backoff(
@@ -98,7 +118,7 @@ class Connector:
         replica: Replica,
         url: str,
         *,
-        token: str | None = None,
+        token: Token = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
@@ -107,7 +127,15 @@ class Connector:
     ) -> None:
         self.url = url
         self._replica = replica
-        self._session = ClientSession(replica, replica.replica_id, token=token, max_frame=max_frame)
+        self._token = token
+        self._session = ClientSession(
+            replica,
+            replica.replica_id,
+            token=token if isinstance(token, str) else None,
+            max_frame=max_frame,
+        )
+        self._attempted = asyncio.Event()  # the first connection attempt has an outcome
+        self._refresh: asyncio.Task[None] | None = None
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._open_timeout = open_timeout
@@ -217,13 +245,37 @@ class Connector:
         """Wait until ``doc_id`` is caught up with the relay and nothing of it is
         pending. Raises ``TimeoutError`` after ``timeout`` seconds; if the
         connector stops first, the error that stopped it (a
-        :class:`~crdtsync.errors.SyncError` for a disconnect or a refusal)."""
+        :class:`~crdtsync.errors.SyncError` for a disconnect or a refusal);
+        :class:`~crdtsync.errors.AuthError` if the relay denies access to the
+        document, or allows only reading while local changes are pending."""
         self._add_document(doc_id)
         event = self._synced[doc_id]
         async with asyncio.timeout(timeout):
             while not self._session.is_synced(doc_id):
                 self._raise_if_stopped()
+                restriction = self._session.restriction(doc_id)
+                if restriction is not None:
+                    grants = "read-only" if restriction == ErrorCode.READ_ONLY else "no"
+                    raise AuthError(
+                        restriction,
+                        f"the token grants {grants} access to {doc_id!r}; "
+                        "local changes stay stored and pending",
+                    )
+                event.clear()
                 await self._first(event)
+
+    async def wait_first_attempt(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for the first connection attempt to be
+        welcomed or to fail; raise the error if the relay refused us for good
+        (:class:`~crdtsync.errors.AuthError` for a token it rejects). Other failures
+        are retried in the background and not raised."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._first(self._attempted)
+        except TimeoutError:
+            return
+        if self._stopped.is_set() and self.error is not None:
+            raise self.error
 
     async def wait_status(self, status: SyncStatus, timeout: float | None = None) -> None:
         """Wait until :attr:`status` is ``status`` (``TimeoutError`` after ``timeout``;
@@ -286,6 +338,7 @@ class Connector:
                     logger.error("sync with %s stopped: %s", self.url, exc)
                     self.error = exc
                     return
+                self._attempted.set()
                 logger.warning("connection to %s lost: %s", self.url, _describe(exc))
             if self._healthy:
                 delays = self._delays()  # a connection that got in sync resets the backoff
@@ -296,8 +349,14 @@ class Connector:
     async def _connect_once(self) -> None:
         """One connection, until it ends; always raises (ConnectionClosed when the
         relay closed it cleanly)."""
+        self._refused = None
         self._session.connecting()
         self._dispatch(self._session.events())
+        if callable(self._token):
+            try:
+                self._session.token = await self._fresh_token()
+            except TypeError as exc:
+                raise SyncError(str(exc)) from exc
         async with websockets.connect(
             self.url,
             max_size=self._session.max_receive,
@@ -356,21 +415,64 @@ class Connector:
                 self._replica._emit(event)
             elif isinstance(event, StatusChanged):
                 logger.info("sync status: %s", event.status.value)
+                if event.status in (SyncStatus.SYNCING, SyncStatus.SYNCED):
+                    self._attempted.set()
                 self._healthy = self._healthy or event.status is SyncStatus.SYNCED
                 self._status_changed.set()
                 self._replica._emit(event)
             elif isinstance(event, DocumentLive):
                 self._replica._emit(event)
+            elif isinstance(event, DocumentRestricted):
+                logger.warning("relay restricts %r: %s", event.doc_id, event.message)
+                self._synced.setdefault(event.doc_id, asyncio.Event()).set()  # wake waiters
+                self._replica._emit(event)
             elif isinstance(event, RelayErrorReceived):
                 self._replica._emit(event)
-                if event.error.fatal and event.error.code in _FATAL_CODES:
-                    self._refused = RelayRefusedError(event.error.code, event.error.message)
+                code = event.error.code
+                if event.error.fatal and code in _FATAL_CODES:
+                    self._refused = RelayRefusedError(code, event.error.message)
+                elif event.error.fatal and code in _AUTH_CODES:
+                    renewable = code == ErrorCode.TOKEN_EXPIRED and callable(self._token)
+                    if not (renewable and self._session.relay_id is not None):
+                        self._refused = AuthError(code, event.error.message)
+                elif code == ErrorCode.TOKEN_EXPIRED:
+                    self._renew_token()
             elif isinstance(event, AwarenessReceived):
                 for handler in self._awareness_handlers:
                     try:
                         handler(event.doc_id, event.payload)
                     except Exception:  # an app's handler must not break syncing
                         logger.exception("awareness handler %r failed", handler)
+
+    def _renew_token(self) -> None:
+        """The relay says the token is about to expire: send a fresh one (AUTH)."""
+        if not callable(self._token):
+            logger.warning("the token expires soon and is a plain string; pass a callable")
+            return
+        if self._refresh is None or self._refresh.done():
+            self._refresh = self._loop.create_task(self._send_fresh_token())
+
+    async def _send_fresh_token(self) -> None:
+        try:
+            token = await self._fresh_token()
+        except Exception:  # an app's token callable must not break syncing
+            logger.exception("the token callable failed; the relay will close the connection")
+            return
+        if token is not None and self._session.send_auth(token):
+            self._flush()
+            logger.info("sent a fresh token to %s", self.url)
+
+    async def _fresh_token(self) -> str | None:
+        """The token for the next HELLO (or AUTH): the string, or the callable's answer."""
+        token = self._token
+        if token is None or isinstance(token, str):
+            return token
+        value = token()
+        if inspect.isawaitable(value):
+            value = await value
+        if not isinstance(value, str) or not value:
+            raise TypeError(f"the token callable returned {type(value).__name__}, not a str")
+        return value
 
     def _wake_waiters(self) -> None:
         for event in self._synced.values():

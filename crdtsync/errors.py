@@ -27,6 +27,7 @@ with ``except* StoreWriteError``.
 from __future__ import annotations
 
 __all__ = [
+    "AuthError",
     "CrdtsyncError",
     "InvalidUpdateError",
     "ProtocolError",
@@ -102,3 +103,10 @@ class RelayRefusedError(SyncError):
         super().__init__(f"relay refused the connection ({code}): {message}")
         self.code = code
         self.message = message
+
+
+class AuthError(RelayRefusedError):
+    """The relay refused this client's token: missing, malformed, wrongly signed,
+    expired, or without permission for what was asked. ``code`` is the relay's
+    error code (``token_required``, ``token_invalid``, ``token_expired``, ...).
+    Fatal: the connector stops instead of retrying with the same token."""

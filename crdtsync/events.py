@@ -23,6 +23,7 @@ __all__ = [
     "AwarenessReceived",
     "DocumentLive",
     "DocumentOpened",
+    "DocumentRestricted",
     "DocumentSynced",
     "LocalUpdate",
     "PendingChanged",
@@ -105,6 +106,23 @@ class DocumentLive:
 
 
 @dataclass(frozen=True, slots=True)
+class DocumentRestricted:
+    """The relay limits this replica's access to ``doc_id`` (on this connection):
+    ``code`` is ``permission_denied`` (the token grants nothing: the document does
+    not sync) or ``read_only`` (it syncs down, but local changes stay stored and
+    pending, never acknowledged, until a token allows writing)."""
+
+    doc_id: DocId
+    code: str
+    message: str
+
+    @property
+    def read_only(self) -> bool:
+        """True if the document is readable but not writable."""
+        return self.code == "read_only"
+
+
+@dataclass(frozen=True, slots=True)
 class RelayErrorReceived:
     """The relay sent ERROR. Fatal errors end the connection; for the others the
     session carries on (a rejected update stays in the outbox, never lost)."""
@@ -121,7 +139,12 @@ class AwarenessReceived:
 
 
 SessionEvent = (
-    StatusChanged | DocumentSynced | DocumentLive | RelayErrorReceived | AwarenessReceived
+    StatusChanged
+    | DocumentSynced
+    | DocumentLive
+    | DocumentRestricted
+    | RelayErrorReceived
+    | AwarenessReceived
 )
 
 
@@ -132,6 +155,7 @@ ReplicaEvent = (
     | StatusChanged
     | DocumentSynced
     | DocumentLive
+    | DocumentRestricted
     | RelayErrorReceived
 )
 """Every event type a replica reports to :meth:`crdtsync.Replica.observe`."""

@@ -17,6 +17,7 @@ ACK            r→c    ``doc``, ``seq`` (highest sequence number durably stored
 UNSUBSCRIBE    c→r    ``doc``
 AWARENESS      both   ``doc``, ``payload`` (y-protocols awareness update; never stored)
 ERROR          r→c    ``code``, ``message``, ``doc`` (or nil), ``seq`` (or nil), ``fatal``
+AUTH           c→r    ``token``: a fresh token on an open connection
 =============  =====  ==========================================================
 
 :func:`decode_frame` checks every field's type and size and raises
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_MAX_FRAME",
     "PROTOCOL_VERSION",
     "Ack",
+    "Auth",
     "Awareness",
     "ErrorCode",
     "ErrorFrame",
@@ -98,6 +100,33 @@ class ErrorCode:
     """The relay is stopping; reconnect later."""
     INTERNAL: Final = "internal"
     """An unexpected relay error, logged on the relay."""
+    TOKEN_REQUIRED: Final = "token_required"
+    """The relay requires a token and none was sent (fatal)."""
+    TOKEN_INVALID: Final = "token_invalid"
+    """The token is malformed, tampered with or wrongly signed (fatal)."""
+    TOKEN_EXPIRED: Final = "token_expired"
+    """The token expired: fatal at HELLO; during a session, send AUTH with a fresh
+    token before the grace period ends or the connection is closed."""
+    TOKEN_NOT_YET_VALID: Final = "token_not_yet_valid"
+    """The token's ``nbf`` is in the future (fatal)."""
+    UNKNOWN_KEY: Final = "unknown_key"
+    """The token names a key id the relay does not have (fatal)."""
+    WRONG_ALGORITHM: Final = "wrong_algorithm"
+    """The token is signed with an algorithm the key does not allow ("none"...) (fatal)."""
+    PERMISSION_DENIED: Final = "permission_denied"
+    """The token grants no access to this document (for that document only)."""
+    READ_ONLY: Final = "read_only"
+    """The token grants read-only access to this document: the update was not
+    applied, stored or sent on; the client keeps it pending."""
+    AUTHORSHIP: Final = "authorship"
+    """The update adds content under a client id another subject owns."""
+    RATE_LIMITED: Final = "rate_limited"
+    """The connection sent more updates or bytes per second than allowed (it is
+    closed; reconnect later, the outbox is resent)."""
+    AUTH_TIMEOUT: Final = "auth_timeout"
+    """No valid HELLO within the relay's deadline."""
+    DOCUMENT_TOO_LARGE: Final = "document_too_large"
+    """The document would exceed the largest size the relay holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +136,14 @@ class Hello:
     replica_id: ReplicaId
     token: str | None = None
     version: int = PROTOCOL_VERSION
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """A fresh token on an open connection (client to relay), before the current
+    one expires; the relay answers only if it refuses it (ERROR)."""
+
+    token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +220,9 @@ class ErrorFrame:
     fatal: bool = False
 
 
-Frame = Hello | Welcome | Subscribe | Sync | Update | Ack | Unsubscribe | Awareness | ErrorFrame
+Frame = (
+    Hello | Welcome | Subscribe | Sync | Update | Ack | Unsubscribe | Awareness | ErrorFrame | Auth
+)
 
 _packer = msgpack.Packer(use_bin_type=True)
 
@@ -205,6 +244,8 @@ def encode_frame(frame: Frame) -> bytes:
             data = {"type": "unsubscribe", "doc": doc_id}
         case Hello(replica_id, token, version):
             data = {"type": "hello", "version": version, "replica": replica_id, "token": token}
+        case Auth(token):
+            data = {"type": "auth", "token": token}
         case Welcome(relay_id, max_frame, max_docs, version):
             data = {
                 "type": "welcome",
@@ -348,6 +389,13 @@ def _hello(f: _Fields) -> Hello:
     return Hello(ReplicaId(replica), f.text("token", MAX_TOKEN_CHARS, optional=True), version)
 
 
+def _auth(f: _Fields) -> Auth:
+    token = f.text("token", MAX_TOKEN_CHARS)
+    if not token:
+        raise ProtocolError("auth frame: 'token' is empty")
+    return Auth(token)
+
+
 def _welcome(f: _Fields) -> Welcome:
     return Welcome(
         relay_id=f.text("relay", MAX_ID_CHARS) or "",
@@ -402,4 +450,5 @@ _DECODERS: Final[dict[str, Callable[[_Fields], Frame]]] = {
     "unsubscribe": _unsubscribe,
     "awareness": _awareness,
     "error": _error,
+    "auth": _auth,
 }

@@ -45,6 +45,7 @@ from .errors import (
     StoreCorruptError,
     StoreError,
     StoreLockedError,
+    SyncError,
 )
 from .events import DocumentOpened, LocalUpdate, PendingChanged, ReplicaEvent, SyncStatus
 from .holding import Held, check_decodes, release_ready
@@ -65,7 +66,7 @@ from .store.sqlite import SQLiteStore
 from .update import summarize_update
 
 if TYPE_CHECKING:
-    from .client import Connector
+    from .client import Connector, Token
 
 __all__ = ["Durability", "PendingBatch", "Replica"]
 
@@ -601,19 +602,30 @@ class Replica:
         self,
         url: str,
         *,
-        token: str | None = None,
+        token: Token = None,
         max_frame: int = DEFAULT_MAX_FRAME,
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
+        first_attempt_timeout: float = 2.0,
     ) -> None:
         """Start syncing every open document (and every one opened later) with the
         relay at ``url`` (``ws://host:port`` or ``wss://...``).
 
-        Returns once started: the connection is made, and remade after any
-        failure with capped exponential backoff, in the background until
-        :meth:`disconnect`. Watch :attr:`status`, or await :meth:`wait_synced`.
-        Half-open connections are detected with websocket pings every
-        ``ping_interval`` seconds. Raises ``RuntimeError`` if already connected.
+        The connection is made, and remade after any failure with capped
+        exponential backoff, in the background until :meth:`disconnect`. Watch
+        :attr:`status`, or await :meth:`wait_synced`. Half-open connections are
+        detected with websocket pings every ``ping_interval`` seconds.
+
+        ``token``: the relay's access token, or a callable (plain or async)
+        returning a fresh one; it is called before each connection and when the
+        relay warns that the current token expires (the new one is sent on the
+        open connection; nothing pending is lost).
+
+        Waits up to ``first_attempt_timeout`` seconds for the first attempt, so a
+        relay that refuses the token makes this raise
+        :class:`~crdtsync.errors.AuthError` (fatal: no retry loop). Offline or
+        slow networks do not raise: syncing carries on in the background.
+        Raises ``RuntimeError`` if already connected.
         """
         from .client import Connector  # noqa: PLC0415 - keeps websockets off offline imports
 
@@ -637,6 +649,11 @@ class Replica:
         self._unobserve_awareness = self.observe(presence.on_event)
         presence.attach(connector)
         connector.start()
+        try:
+            await connector.wait_first_attempt(first_attempt_timeout)
+        except SyncError:
+            await self.disconnect()
+            raise
 
     async def disconnect(self) -> None:
         """Close the connection to the relay and stop reconnecting. Unacknowledged

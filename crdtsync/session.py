@@ -27,15 +27,17 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from .errors import InvalidUpdateError, ProtocolError
+from .errors import AuthError, InvalidUpdateError, ProtocolError
 from .events import (
     AwarenessReceived,
     DocumentLive,
+    DocumentRestricted,
     DocumentSynced,
     RelayErrorReceived,
     SessionEvent,
@@ -48,6 +50,7 @@ from .protocol import (
     DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
     Ack,
+    Auth,
     Awareness,
     ErrorCode,
     ErrorFrame,
@@ -137,13 +140,14 @@ class _Phase(enum.Enum):
 
 
 class _ClientDoc:
-    __slots__ = ("blocked", "phase", "sent_seq", "synced")
+    __slots__ = ("blocked", "phase", "restricted", "sent_seq", "synced")
 
     def __init__(self) -> None:
         self.phase = _Phase.IDLE
         self.sent_seq = 0  # highest outbox seq sent on this connection
         self.blocked = False  # the relay rejected one of our updates: stop uploading
         self.synced = False
+        self.restricted: str | None = None  # permission_denied / read_only on this connection
 
 
 class ClientSession:
@@ -206,6 +210,20 @@ class ClientSession:
         doc = self._docs.get(DocId(doc_id))
         return doc is not None and doc.synced
 
+    def restriction(self, doc_id: str) -> str | None:
+        """``permission_denied`` or ``read_only`` if the relay restricted ``doc_id`` on
+        this connection (see :class:`~crdtsync.events.DocumentRestricted`), else None."""
+        doc = self._docs.get(DocId(doc_id))
+        return doc.restricted if doc is not None else None
+
+    def send_auth(self, token: str) -> bool:
+        """Use ``token`` from now on; send it (AUTH) if connected. True if sent."""
+        self.token = token
+        if not self._welcomed:
+            return False
+        self._send(Auth(token))
+        return True
+
     def is_blocked(self, doc_id: str) -> bool:
         """True if the relay rejected an update of ``doc_id`` on this connection."""
         doc = self._docs.get(DocId(doc_id))
@@ -240,7 +258,7 @@ class ClientSession:
         doc = self._docs.pop(key, None)
         if doc is None:
             return
-        if not doc.synced:
+        if not doc.synced and doc.restricted is None:
             self._unsynced -= 1
         if self._welcomed and doc.phase is not _Phase.IDLE:
             self._send(Unsubscribe(key))
@@ -269,6 +287,10 @@ class ClientSession:
         self._welcomed = False
         self._limit = self._max_frame
         for doc_id, doc in self._docs.items():
+            if doc.restricted is not None:  # the next connection may carry another token
+                doc.restricted = None
+                if not doc.synced:
+                    self._unsynced += 1
             doc.phase = _Phase.IDLE
             doc.sent_seq = 0
             doc.blocked = False
@@ -427,8 +449,25 @@ class ClientSession:
         elif doc is not None and frame.code in (
             ErrorCode.TOO_MANY_DOCUMENTS,
             ErrorCode.NOT_SUBSCRIBED,
+            ErrorCode.PERMISSION_DENIED,
         ):
             doc.phase = _Phase.IDLE
+        if (
+            doc is not None
+            and frame.doc_id is not None
+            and frame.code in (ErrorCode.PERMISSION_DENIED, ErrorCode.READ_ONLY)
+        ):
+            self._restrict(frame.doc_id, doc, frame.code, frame.message)
+
+    def _restrict(self, doc_id: DocId, doc: _ClientDoc, code: str, message: str) -> None:
+        """The relay limits our access to ``doc_id``: it no longer counts towards the
+        overall status (it cannot get in sync on this connection)."""
+        if doc.restricted is None:
+            doc.restricted = code
+            if not doc.synced:
+                self._unsynced -= 1
+            self._events.append(DocumentRestricted(doc_id, code, message))
+            self._update_status()
 
     # -- local changes ---------------------------------------------------------------------
 
@@ -480,7 +519,8 @@ class ClientSession:
         if doc.synced == synced:
             return
         doc.synced = synced
-        self._unsynced += -1 if synced else 1
+        if doc.restricted is None:
+            self._unsynced += -1 if synced else 1
         self._events.append(DocumentSynced(doc_id, synced))
 
     def _update_status(self) -> None:
@@ -515,6 +555,19 @@ class Limits:
     """Most documents one connection may subscribe to at once."""
     max_queued_bytes: int = 8 << 20
     """Bytes queued for a connection beyond which it is closed as a slow consumer."""
+    max_pre_auth_bytes: int = 64 << 10
+    """Largest first frame (HELLO with its token); nothing else is accepted before it."""
+    auth_timeout: float = 10.0
+    """Seconds a connection has to complete a valid HELLO; traffic does not extend it."""
+    max_updates_per_second: float = 5000.0
+    """UPDATE and AWARENESS frames per second per connection, with one second of
+    burst (0: unlimited). Beyond: ERROR rate_limited and the connection is closed."""
+    max_bytes_per_second: int = 32 << 20
+    """Bytes per second per connection, with one second of burst (0: unlimited)."""
+    max_doc_bytes: int = 256 << 20
+    """Largest document (stored bytes: snapshot and log) the relay holds."""
+    max_connections_per_address: int = 1000
+    """Open connections from one client address (0: unlimited); more get HTTP 429."""
 
     def __post_init__(self) -> None:
         if self.max_frame < 1024:
@@ -523,6 +576,65 @@ class Limits:
             raise ValueError(f"max_docs must be at least 1, not {self.max_docs}")
         if self.max_queued_bytes < self.max_frame:
             raise ValueError("max_queued_bytes must be at least max_frame")
+        if self.max_pre_auth_bytes < 256:
+            raise ValueError("max_pre_auth_bytes must be at least 256")
+        if self.auth_timeout <= 0:
+            raise ValueError(f"auth_timeout must be positive, not {self.auth_timeout}")
+        for name in ("max_updates_per_second", "max_bytes_per_second"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative (0 means unlimited)")
+        if self.max_doc_bytes < self.max_frame:
+            raise ValueError("max_doc_bytes must be at least max_frame")
+        if self.max_connections_per_address < 0:
+            raise ValueError("max_connections_per_address must not be negative")
+
+
+class Access(Protocol):
+    """What an authenticated connection may do (``relay.auth.Grant`` is one)."""
+
+    @property
+    def subject(self) -> str:
+        """Who the token was issued to."""
+        ...
+
+    @property
+    def expires_at(self) -> float | None:
+        """Expiry, in seconds since the epoch (None: never)."""
+        ...
+
+    def can_read(self, doc_id: str) -> bool:
+        """May subscribe to ``doc_id`` and receive its updates and presence."""
+        ...
+
+    def can_write(self, doc_id: str) -> bool:
+        """May also send updates to ``doc_id``."""
+        ...
+
+
+Authenticate = Callable[[str | None], Access]
+"""Checks a token (None: none sent) and returns what it grants; raises
+:class:`~crdtsync.errors.AuthError` with the refusal's code otherwise."""
+
+
+class _Bucket:
+    """A token bucket: ``rate`` per second, holding at most ``capacity``."""
+
+    __slots__ = ("capacity", "level", "rate", "stamp")
+
+    def __init__(self, rate: float, capacity: float, now: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.level = capacity
+        self.stamp = now
+
+    def take(self, amount: float, now: float) -> bool:
+        """Take ``amount``; False (nothing taken) if the bucket holds less."""
+        self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if amount > self.level:
+            return False
+        self.level -= amount
+        return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -535,7 +647,9 @@ class Close:
 
 CLOSE_PROTOCOL_ERROR = 1002
 CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN_LATER = 1013
 
 
 class RelaySession:
@@ -562,17 +676,33 @@ class RelaySession:
         *,
         name: str = "",
         on_output: Callable[[], None] | None = None,
+        authenticate: Authenticate | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.relay_id = relay_id
         self.limits = limits
         self.name = name
         self.on_output = on_output
+        self.authenticate = authenticate
+        """Token check; None: the relay is open (no tokens)."""
+        self.access: Access | None = None
+        """What the token grants (None when the relay does not check tokens)."""
+        self.clock = clock
+        self.wall_clock = wall_clock
         self.replica_id: ReplicaId | None = None
         self.subscriptions: set[DocId] = set()
         self.close: Close | None = None
         self._out: deque[bytes] = deque()
         self._queued = 0
         self._refused: dict[DocId, int] = {}  # doc -> lowest seq refused (ACKs stop below it)
+        now = clock()
+        self.opened_at = now
+        rate = limits.max_updates_per_second
+        self._frames = _Bucket(rate, max(rate, 1.0), now)
+        volume = float(limits.max_bytes_per_second)
+        self._bytes = _Bucket(volume, max(volume, float(limits.max_frame)), now)
+        self._expiry_warned = False
 
     def __repr__(self) -> str:
         return f"<RelaySession {self.name or id(self)} replica={self.replica_id}>"
@@ -587,6 +717,13 @@ class RelaySession:
         """
         if self.close is not None:
             return []
+        if self.replica_id is None and len(data) > self.limits.max_pre_auth_bytes:
+            self.fail(
+                CLOSE_TOO_BIG,
+                ErrorCode.FRAME_TOO_LARGE,
+                f"{len(data)} bytes before HELLO (at most {self.limits.max_pre_auth_bytes})",
+            )
+            return []
         try:
             frame = decode_frame(data, self.limits.max_frame)
         except ProtocolError as exc:
@@ -596,20 +733,10 @@ class RelaySession:
                 self.error(ErrorCode.BAD_FRAME, str(exc))
             return []
         if self.replica_id is None:
-            if not isinstance(frame, Hello):
-                self.fail(CLOSE_POLICY, ErrorCode.HELLO_REQUIRED, "the first frame must be HELLO")
-                return []
-            if frame.version != PROTOCOL_VERSION:
-                self.fail(
-                    CLOSE_POLICY,
-                    ErrorCode.UNSUPPORTED_VERSION,
-                    f"this relay speaks protocol version {PROTOCOL_VERSION}, not {frame.version}",
-                )
-                return []
-            self.replica_id = frame.replica_id
-            self._send(Welcome(self.relay_id, self.limits.max_frame, self.limits.max_docs))
-            return [frame]
+            return self._hello(frame)
         if isinstance(frame, Update | Awareness):
+            if not self._within_rate(len(data)):
+                return []
             if frame.doc_id not in self.subscriptions:
                 seq = frame.seq if isinstance(frame, Update) else None
                 self.error(
@@ -619,8 +746,30 @@ class RelaySession:
                     seq,
                 )
                 return []
+            if (
+                isinstance(frame, Update)
+                and self.access is not None
+                and not self.access.can_write(frame.doc_id)
+            ):
+                self.reject(
+                    frame.doc_id,
+                    frame.seq,
+                    ErrorCode.READ_ONLY,
+                    f"your token grants read-only access to {frame.doc_id!r}",
+                )
+                return []
             return [frame]
+        if isinstance(frame, Auth):
+            self._reauthenticate(frame.token)
+            return []
         if isinstance(frame, Subscribe):
+            if self.access is not None and not self.access.can_read(frame.doc_id):
+                self.error(
+                    ErrorCode.PERMISSION_DENIED,
+                    f"your token grants no access to {frame.doc_id!r}",
+                    frame.doc_id,
+                )
+                return []
             if (
                 frame.doc_id not in self.subscriptions
                 and len(self.subscriptions) >= self.limits.max_docs
@@ -644,6 +793,95 @@ class RelaySession:
             self.error(ErrorCode.HELLO_REQUIRED, "HELLO was already received")
             return []
         self.error(ErrorCode.BAD_FRAME, f"a client does not send {type(frame).__name__} frames")
+        return []
+
+    def _hello(self, frame: Frame) -> list[Hello | Subscribe | Update | Unsubscribe | Awareness]:
+        if not isinstance(frame, Hello):
+            self.fail(CLOSE_POLICY, ErrorCode.HELLO_REQUIRED, "the first frame must be HELLO")
+            return []
+        if frame.version != PROTOCOL_VERSION:
+            self.fail(
+                CLOSE_POLICY,
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"this relay speaks protocol version {PROTOCOL_VERSION}, not {frame.version}",
+            )
+            return []
+        if self.authenticate is not None:
+            try:
+                self.access = self.authenticate(frame.token)
+            except AuthError as exc:
+                self.fail(CLOSE_POLICY, exc.code, exc.message)
+                return []
+        self.replica_id = frame.replica_id
+        self._send(Welcome(self.relay_id, self.limits.max_frame, self.limits.max_docs))
+        return [frame]
+
+    def _reauthenticate(self, token: str) -> None:
+        """AUTH: a fresh token for the same subject extends the connection."""
+        if self.authenticate is None:
+            self.error(ErrorCode.BAD_FRAME, "this relay does not use tokens")
+            return
+        try:
+            access = self.authenticate(token)
+        except AuthError as exc:
+            self.error(exc.code, f"new token refused: {exc.message}")
+            return
+        if self.access is not None and access.subject != self.access.subject:
+            self.fail(
+                CLOSE_POLICY,
+                ErrorCode.PERMISSION_DENIED,
+                "a new token must be for the same subject as the connection's",
+            )
+            return
+        self.access = access
+        self._expiry_warned = False
+        logger.info("%r: token renewed (expires at %s)", self, access.expires_at)
+
+    def _within_rate(self, size: int) -> bool:
+        now = self.clock()
+        limits = self.limits
+        if (limits.max_updates_per_second and not self._frames.take(1, now)) or (
+            limits.max_bytes_per_second and not self._bytes.take(size, now)
+        ):
+            self.fail(
+                CLOSE_TRY_AGAIN_LATER,
+                ErrorCode.RATE_LIMITED,
+                f"over {limits.max_updates_per_second:g} updates or "
+                f"{limits.max_bytes_per_second} bytes per second; reconnect later",
+            )
+            return False
+        return True
+
+    def tick(self, notice: float = 30.0) -> list[DocId]:
+        """Time passes (the host calls this every second or so).
+
+        Closes a connection that has not completed HELLO within the deadline; with
+        tokens, warns ``notice`` seconds before the token expires (ERROR
+        token_expired: send AUTH with a fresh one) and closes the connection when
+        it has expired. Returns the documents this connection can no longer read
+        (none here; see subclasses)."""
+        if self.close is not None:
+            return []
+        if self.replica_id is None:
+            if self.clock() - self.opened_at >= self.limits.auth_timeout:
+                self.fail(
+                    CLOSE_POLICY,
+                    ErrorCode.AUTH_TIMEOUT,
+                    f"no valid HELLO within {self.limits.auth_timeout:g} s",
+                )
+            return []
+        expires = self.access.expires_at if self.access is not None else None
+        if expires is None:
+            return []
+        now = self.wall_clock()
+        if now >= expires:
+            self.fail(CLOSE_POLICY, ErrorCode.TOKEN_EXPIRED, "the token expired")
+        elif not self._expiry_warned and now >= expires - notice:
+            self._expiry_warned = True
+            self.error(
+                ErrorCode.TOKEN_EXPIRED,
+                f"the token expires in {expires - now:.0f} s; send AUTH with a fresh one",
+            )
         return []
 
     # -- frames out ----------------------------------------------------------------------------

@@ -74,6 +74,49 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds the storage writer waits so more updates share one commit "
         "(delays ACKs, never fan-out; default: %(default)s)",
     )
+    defaults = Limits()
+    parser.add_argument(
+        "--max-updates-per-second",
+        type=float,
+        default=defaults.max_updates_per_second,
+        help="updates (and awareness messages) per second per connection, one second of "
+        "burst; beyond, ERROR rate_limited and close (0 = unlimited; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-bytes-per-second",
+        type=int,
+        default=defaults.max_bytes_per_second,
+        help="bytes per second per connection (0 = unlimited; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-doc-bytes",
+        type=int,
+        default=defaults.max_doc_bytes,
+        help="largest document the relay holds, stored bytes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=defaults.max_connections_per_address,
+        help="open connections from one client address (0 = unlimited; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--auth-timeout",
+        type=float,
+        default=defaults.auth_timeout,
+        help="seconds a connection has to send a valid HELLO (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-pre-auth-bytes",
+        type=int,
+        default=defaults.max_pre_auth_bytes,
+        help="largest first frame, before HELLO is accepted (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="offer permessage-deflate (the frame limit applies after decompression)",
+    )
     parser.add_argument(
         "--relay-id", default=None, help="name in logs and WELCOME (default: random)"
     )
@@ -109,7 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         limits = Limits(
-            max_frame=args.max_frame, max_docs=args.max_docs, max_queued_bytes=args.max_queued
+            max_frame=args.max_frame,
+            max_docs=args.max_docs,
+            max_queued_bytes=args.max_queued,
+            max_pre_auth_bytes=args.max_pre_auth_bytes,
+            auth_timeout=args.auth_timeout,
+            max_updates_per_second=args.max_updates_per_second,
+            max_bytes_per_second=args.max_bytes_per_second,
+            max_doc_bytes=args.max_doc_bytes,
+            max_connections_per_address=args.max_connections_per_address,
         )
         relay = Relay(
             args.store,
@@ -119,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             relay_id=args.relay_id,
             idle_timeout=args.idle_timeout,
             commit_delay=args.commit_delay,
+            compression=args.compression,
         )
         asyncio.run(_serve(relay))
     except ValueError as exc:

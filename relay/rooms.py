@@ -34,7 +34,7 @@ from crdtsync.holding import Held, check_decodes, release_ready
 from crdtsync.ids import DocId
 from crdtsync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsubscribe, Update
 from crdtsync.protocol import encode_update as _encode_update
-from crdtsync.session import CLOSE_INTERNAL, Limits, RelaySession
+from crdtsync.session import CLOSE_INTERNAL, Access, Authenticate, Limits, RelaySession
 from crdtsync.statevector import StateVector, decode_state_vector, encode_state_vector
 from crdtsync.update import summarize_update
 
@@ -85,6 +85,8 @@ class Write:
     sender: RelaySession | None = None
     seq: int | None = None
     room: Room | None = None
+    claims: list[tuple[int, str]] = field(default_factory=list)
+    """``(client id, subject)`` authorship claims this update makes (stored with it)."""
 
 
 _Request = Subscribe | Update | Unsubscribe | Awareness
@@ -110,6 +112,7 @@ class Room:
     waiting_bytes: int = 0
     held_bytes: int = 0
     presence: Presence = field(default_factory=Presence)
+    claims: dict[int, str] = field(default_factory=dict)  # client id -> owning subject
 
     def load(self, stored: StoredRoom) -> None:
         """Rebuild the document from storage: snapshot, then the log in order, holding
@@ -123,6 +126,7 @@ class Room:
                 self.apply(entry.update)
             except InvalidUpdateError as exc:
                 logger.warning("%r: a stored update no longer applies, skipped: %s", self, exc)
+        self.claims = dict(stored.claims)
         self.log = [(entry.id, len(entry.update)) for entry in stored.updates]
         self.log_bytes = stored.log_bytes
         self.state = RoomState.READY
@@ -214,8 +218,17 @@ class Hub:
         on_write: Callable[[], None] = lambda: None,
         on_compact: Callable[[DocId], None] = lambda doc_id: None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        authenticate: Authenticate | None = None,
+        authorship: bool | None = None,
     ) -> None:
         self.relay_id = relay_id
+        self.authenticate = authenticate
+        """Token check for HELLO (None: an open relay)."""
+        self.authorship = authenticate is not None if authorship is None else authorship
+        """Refuse updates adding content under a client id another subject owns
+        (on by default with tokens: the subject is what owns a client id)."""
+        self.wall_clock = wall_clock
         self.clock = clock
         """The host's monotonic time (awareness timestamps)."""
         self.limits = limits
@@ -236,16 +249,38 @@ class Hub:
         self, name: str = "", on_output: Callable[[], None] | None = None
     ) -> RelaySession:
         """A new connection's session."""
-        session = RelaySession(self.relay_id, self.limits, name=name, on_output=on_output)
+        session = RelaySession(
+            self.relay_id,
+            self.limits,
+            name=name,
+            on_output=on_output,
+            authenticate=self.authenticate,
+            clock=self.clock,
+            wall_clock=self.wall_clock,
+        )
         self.sessions.add(session)
         return session
 
     def open_yjs_session(
-        self, doc_id: DocId, name: str = "", on_output: Callable[[], None] | None = None
+        self,
+        doc_id: DocId,
+        name: str = "",
+        on_output: Callable[[], None] | None = None,
+        access: Access | None = None,
     ) -> YjsSession:
         """A new y-websocket connection to ``doc_id``: it joins the room at once (the
-        relay's sync step 1 goes out when the room is loaded)."""
-        session = YjsSession(self.relay_id, doc_id, self.limits, name=name, on_output=on_output)
+        relay's sync step 1 goes out when the room is loaded). ``access``: what its
+        token grants, checked by the host before the upgrade."""
+        session = YjsSession(
+            self.relay_id,
+            doc_id,
+            self.limits,
+            name=name,
+            on_output=on_output,
+            access=access,
+            clock=self.clock,
+            wall_clock=self.wall_clock,
+        )
         self.sessions.add(session)
         self._dispatch(session, session.join(), 0)
         return session
@@ -393,6 +428,29 @@ class Hub:
     ) -> None:
         if seq is None and update == EMPTY_UPDATE:
             return  # y-protocols' "nothing to add" sync step 2: nothing to store or send
+        size = room.snapshot_bytes + room.log_bytes + len(update)
+        if size > self.limits.max_doc_bytes:
+            if session is not None:
+                session.reject(
+                    room.doc_id,
+                    seq,
+                    ErrorCode.DOCUMENT_TOO_LARGE,
+                    f"the document would exceed {self.limits.max_doc_bytes} bytes",
+                )
+            return
+        claims: list[tuple[int, str]] = []
+        if self.authorship and session is not None and session.access is not None:
+            try:
+                claims = self._claims(room, session.access.subject, update)
+            except (ValueError, PermissionError) as exc:
+                code = (
+                    ErrorCode.AUTHORSHIP
+                    if isinstance(exc, PermissionError)
+                    else ErrorCode.INVALID_UPDATE
+                )
+                logger.warning("%r: update for %r refused: %s", session, room.doc_id, exc)
+                session.reject(room.doc_id, seq, code, str(exc))
+                return
         try:
             applied = room.apply(update)
         except InvalidUpdateError as exc:
@@ -405,14 +463,50 @@ class Hub:
             seq = None
         for data in applied.broadcast:
             self._fanout(room, session, data)
+        for client, subject in claims:
+            room.claims[client] = subject
         if applied.store:
             last = len(applied.store) - 1
             for index, data in enumerate(applied.store):
                 self._writes.append(
-                    Write(room.doc_id, data, session, seq if index == last else None, room)
+                    Write(
+                        room.doc_id,
+                        data,
+                        session,
+                        seq if index == last else None,
+                        room,
+                        claims if index == 0 else [],
+                    )
                 )
             room.writes_in_flight += len(applied.store)
             self.on_write()
+
+    @staticmethod
+    def _claims(room: Room, subject: str, update: bytes) -> list[tuple[int, str]]:
+        """The client ids under which ``update`` adds content the room lacks, claimed
+        for ``subject``. Raises ``PermissionError`` if one is owned by another
+        subject (client-id poisoning: advancing someone else's clock would make the
+        room ignore that client's real updates), ``ValueError`` if undecodable."""
+        summary = summarize_update(update)
+        claims: list[tuple[int, str]] = []
+        for client, spans in summary.ranges.items():
+            if not spans or spans[-1][1] <= room.sv.get(client, 0):
+                continue  # nothing new under this client id
+            owner = room.claims.get(client)
+            if owner is None:
+                claims.append((client, subject))
+            elif owner != subject:
+                raise PermissionError(
+                    f"client id {client} belongs to another subject; "
+                    "a replica writes only under its own client ids"
+                )
+        return claims
+
+    def tick(self) -> None:
+        """Time passes (the host calls this about every second): authentication
+        deadlines and token expiry of every connection."""
+        for session in list(self.sessions):
+            session.tick()
 
     def remote_update(self, doc_id: DocId, update: bytes) -> None:
         """An update another relay process stored (shared storage): apply and fan out

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import http
+import ipaddress
 import json
 import logging
 import secrets
+import ssl
 import urllib.parse
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -31,10 +33,12 @@ import websockets
 from websockets.asyncio.server import Server, ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.typing import Origin
 
-from crdtsync.errors import StoreError
+from crdtsync.errors import AuthError, StoreError
 from crdtsync.ids import DocId, check_doc_id
-from crdtsync.session import Limits, RelaySession
+from crdtsync.protocol import ErrorCode
+from crdtsync.session import Access, Authenticate, Limits, RelaySession
 from crdtsync.statevector import DeleteSet, StateVector, doc_state
 
 from .rooms import DEFAULT_COMPACT_MIN_BYTES, Hub, Room, RoomState, replay
@@ -46,6 +50,20 @@ logger = logging.getLogger("relay.server")
 
 DEFAULT_STORE = "sqlite:///relay-data/relay.db"
 NATIVE_PATH = "/"
+DOCS_PREFIX = "/docs/"
+"""``GET /docs/<doc id>``: the document's current state as one Yjs update."""
+TICK = 1.0
+"""Seconds between checks of authentication deadlines and token expiry."""
+_UNAUTHORIZED = frozenset(
+    {
+        ErrorCode.TOKEN_REQUIRED,
+        ErrorCode.TOKEN_INVALID,
+        ErrorCode.TOKEN_EXPIRED,
+        ErrorCode.TOKEN_NOT_YET_VALID,
+        ErrorCode.UNKNOWN_KEY,
+        ErrorCode.WRONG_ALGORITHM,
+    }
+)
 YJS_PREFIX = "/yjs/"
 """y-websocket clients connect to ``YJS_PREFIX + <doc id>`` (percent-decoded)."""
 
@@ -74,7 +92,30 @@ class Relay:
         ping_timeout: float | None = 20.0,
         on_disconnect: Callable[[RelaySession], None] | None = None,
         commit_delay: float = 0.002,
+        authenticate: Authenticate | None = None,
+        authorship: bool | None = None,
+        insecure: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
+        origins: Sequence[str] | None = None,
+        compression: bool = False,
     ) -> None:
+        if authenticate is None and not insecure and not _is_loopback(host):
+            raise ValueError(
+                f"refusing to serve {host!r} without authentication: require tokens "
+                "(--require-auth) or accept an open relay on the network with --insecure"
+            )
+        self.authenticate = authenticate
+        """Token check (None: an open relay, only on loopback unless ``insecure``)."""
+        self.ssl_context = ssl_context
+        self.origins = list(origins) if origins is not None else None
+        """Allowed ``Origin`` headers for browsers (None: any); clients that send no
+        Origin (Python, Node) are always allowed."""
+        self.compression = compression
+        """Offer permessage-deflate. The frame limit then applies to the
+        decompressed size, so a small compressed bomb is refused (close 1009)
+        before it is inflated beyond the limit."""
+        self._per_address: dict[str, int] = {}
+        self._access: dict[int, Access] = {}  # y-websocket connections checked at upgrade
         self.commit_delay = commit_delay
         """Seconds the storage writer waits before a commit so that more updates share
         its fsync (group commit). Delays ACKs, never fan-out."""
@@ -95,6 +136,8 @@ class Relay:
             on_load=self._on_load,
             on_write=self._on_write,
             on_compact=self._on_compact,
+            authenticate=authenticate,
+            authorship=authorship,
         )
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -118,8 +161,9 @@ class Relay:
 
     @property
     def url(self) -> str:
-        """``ws://host:port`` of the native protocol."""
-        return f"ws://{self.host}:{self.port}"
+        """``ws://host:port`` (``wss://`` with TLS) of the native protocol."""
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        return f"{scheme}://{self.host}:{self.port}"
 
     async def start(self) -> None:
         """Open storage and start listening."""
@@ -136,11 +180,14 @@ class Relay:
                 self.host,
                 self._requested_port,
                 max_size=self.limits.max_frame,
-                compression=None,
+                compression="deflate" if self.compression else None,
                 process_request=self._process_request,
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_timeout,
                 close_timeout=2,
+                open_timeout=self.limits.auth_timeout,
+                ssl=self.ssl_context,
+                origins=self._origins(),
             )
         except OSError:
             await self._close_background()
@@ -154,6 +201,20 @@ class Relay:
             self.limits.max_frame,
             self.limits.max_docs,
         )
+        if self.authenticate is None:
+            logger.warning(
+                "relay %s is OPEN: no tokens are required; anyone who can reach %s can "
+                "read and write every document",
+                self.relay_id,
+                self.url,
+            )
+
+    def _origins(self) -> list[Origin | None] | None:
+        if self.origins is None:
+            return None
+        allowed: list[Origin | None] = [Origin(origin) for origin in self.origins]
+        allowed.append(None)  # no Origin header: not a browser
+        return allowed
 
     async def stop(self) -> None:
         """Graceful shutdown: stop accepting, store what was received (sending its
@@ -210,30 +271,112 @@ class Relay:
 
     # -- HTTP --------------------------------------------------------------------------------
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        if path == "/health":
-            body = json.dumps(
-                {
-                    "status": "stopping" if self._stopping else "ok",
-                    "relay": self.relay_id,
-                    "connections": len(self.connections),
-                    "rooms": len(self.hub.rooms),
-                }
+    async def _process_request(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        path, _, query = request.path.partition("?")
+        limit = self.limits.max_connections_per_address
+        if limit and self._per_address.get(_address(connection), 0) >= limit:
+            logger.warning("%s: over %d connections; refused", _peer(connection), limit)
+            return _text(
+                connection,
+                http.HTTPStatus.TOO_MANY_REQUESTS,
+                f"too_many_connections: at most {limit} per address",
             )
-            response = connection.respond(http.HTTPStatus.OK, body + "\n")
-            response.headers["Content-Type"] = "application/json"
-            return response
+        if path == "/health":
+            return self._health(connection, request, query)
+        if path.startswith(DOCS_PREFIX):
+            return await self._document(connection, request, query, path)
         if path.startswith(YJS_PREFIX):
             try:
-                _yjs_doc_id(path)
+                doc_id = _yjs_doc_id(path)
             except ValueError as exc:
-                return connection.respond(http.HTTPStatus.BAD_REQUEST, f"{exc}\n")
+                return _text(connection, http.HTTPStatus.BAD_REQUEST, str(exc))
+            if self.authenticate is not None:
+                access = self._check_token(connection, request, query, doc_id)
+                if isinstance(access, Response):
+                    return access
+                self._access[id(connection)] = access
         elif path != NATIVE_PATH:
-            return connection.respond(http.HTTPStatus.NOT_FOUND, f"no endpoint at {path}\n")
+            return _text(connection, http.HTTPStatus.NOT_FOUND, f"no endpoint at {path}")
         if self._stopping:
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down\n")
+            return _text(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down")
         return None
+
+    def _check_token(
+        self, connection: ServerConnection, request: Request, query: str, doc_id: DocId | None
+    ) -> Access | Response:
+        """The access of the request's token (``Authorization: Bearer`` or
+        ``?token=``), or the 401/403 response refusing it."""
+        assert self.authenticate is not None
+        token = _bearer(request, query)
+        try:
+            access = self.authenticate(token)
+        except AuthError as exc:
+            status = (
+                http.HTTPStatus.UNAUTHORIZED
+                if exc.code in _UNAUTHORIZED
+                else http.HTTPStatus.FORBIDDEN
+            )
+            logger.info("%s: token refused (%s): %s", _peer(connection), exc.code, exc.message)
+            response = _text(connection, status, f"{exc.code}: {exc.message}")
+            if status == http.HTTPStatus.UNAUTHORIZED:
+                response.headers["WWW-Authenticate"] = f'Bearer error="{exc.code}"'
+            return response
+        if doc_id is not None and not access.can_read(doc_id):
+            return _text(
+                connection,
+                http.HTTPStatus.FORBIDDEN,
+                f"{ErrorCode.PERMISSION_DENIED}: your token grants no access to {doc_id!r}",
+            )
+        return access
+
+    def _health(self, connection: ServerConnection, request: Request, query: str) -> Response:
+        """``GET /health``: liveness for anyone; the figures need a token when the
+        relay requires tokens."""
+        status: dict[str, object] = {"status": "stopping" if self._stopping else "ok"}
+        detailed = self.authenticate is None or (
+            _bearer(request, query) is not None
+            and not isinstance(self._check_token(connection, request, query, None), Response)
+        )
+        if detailed:
+            status |= {
+                "relay": self.relay_id,
+                "connections": len(self.connections),
+                "rooms": len(self.hub.rooms),
+            }
+        response = _text(connection, http.HTTPStatus.OK, json.dumps(status))
+        response.headers["Content-Type"] = "application/json"
+        return response
+
+    async def _document(
+        self, connection: ServerConnection, request: Request, query: str, path: str
+    ) -> Response:
+        """``GET /docs/<doc id>``: the document's state as one Yjs v1 update
+        (``application/octet-stream``); needs read access when tokens are required."""
+        try:
+            doc_id = check_doc_id(urllib.parse.unquote(path[len(DOCS_PREFIX) :], errors="strict"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            return _text(connection, http.HTTPStatus.BAD_REQUEST, f"bad document id: {exc}")
+        if self.authenticate is not None:
+            access = self._check_token(connection, request, query, doc_id)
+            if isinstance(access, Response):
+                return access
+        room = self.hub.rooms.get(doc_id)
+        try:
+            if room is not None and room.state is RoomState.READY:
+                state = room.doc.get_update()
+            else:
+                stored = await self.storage.load(doc_id)
+                state = (await asyncio.to_thread(replay, stored))[0].get_update()
+        except StoreError as exc:
+            logger.error("GET %s: %s", path, exc)
+            return _text(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "storage unavailable")
+        response = connection.respond(http.HTTPStatus.OK, "")
+        response.body = state
+        response.headers["Content-Type"] = "application/octet-stream"
+        response.headers["Content-Length"] = str(len(state))
+        return response
 
     # -- one connection ------------------------------------------------------------------------
 
@@ -242,10 +385,14 @@ class Relay:
         wake = asyncio.Event()
         path = ws.request.path.split("?", 1)[0] if ws.request is not None else NATIVE_PATH
         self.connections.add(ws)
+        address = _address(ws)
+        self._per_address[address] = self._per_address.get(address, 0) + 1
         session: RelaySession
         if path.startswith(YJS_PREFIX):
             doc_id = _yjs_doc_id(path)  # checked in _process_request
-            session = self.hub.open_yjs_session(doc_id, name=peer, on_output=wake.set)
+            session = self.hub.open_yjs_session(
+                doc_id, name=peer, on_output=wake.set, access=self._access.pop(id(ws), None)
+            )
             logger.info("y-websocket connection from %s to %r", peer, doc_id)
             binary = "y-protocols messages are binary, not text"
         else:
@@ -266,6 +413,9 @@ class Relay:
         finally:
             self.hub.close_session(session)
             self.connections.discard(ws)
+            remaining = self._per_address.pop(address, 1) - 1
+            if remaining:
+                self._per_address[address] = remaining
             if session.close is not None and not writer.done():
                 try:
                     await asyncio.wait_for(asyncio.shield(writer), timeout=2)
@@ -337,8 +487,9 @@ class Relay:
             self._write_wake.clear()
             writes = self.hub.take_writes()
             if writes:
+                claims = [(w.doc_id, client, owner) for w in writes for client, owner in w.claims]
                 try:
-                    ids = await self.storage.append([(w.doc_id, w.update) for w in writes])
+                    ids = await self.storage.append([(w.doc_id, w.update) for w in writes], claims)
                 except StoreError as exc:
                     self.hub.write_failed(writes, exc)
                 else:
@@ -406,10 +557,11 @@ class Relay:
 
     async def _janitor_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        period = max(0.05, min(self.idle_timeout / 2, 5.0))
+        period = max(0.05, min(self.idle_timeout / 2, TICK))
         while True:
             self.hub.unload_idle(loop.time(), self.idle_timeout)
             self.hub.expire_awareness(self.hub.clock())
+            self.hub.tick()
             await asyncio.sleep(period)
 
 
@@ -462,6 +614,37 @@ def _yjs_doc_id(path: str) -> DocId:
         raise ValueError(f"document id {raw!r} is not valid percent-encoded UTF-8") from exc
     except ValueError as exc:
         raise ValueError(f"bad document id in {path!r}: {exc}") from exc
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _bearer(request: Request, query: str) -> str | None:
+    """The request's token: ``Authorization: Bearer <token>`` or ``?token=``."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    values = urllib.parse.parse_qs(query).get("token")
+    return values[0] if values else None
+
+
+def _text(connection: ServerConnection, status: http.HTTPStatus, text: str) -> Response:
+    return connection.respond(status, text + "\n")
+
+
+def _address(ws: ServerConnection) -> str:
+    address = ws.remote_address
+    if isinstance(address, tuple) and address:
+        return str(address[0])
+    return str(address)
 
 
 def _peer(ws: ServerConnection) -> str:

@@ -24,6 +24,8 @@ reason. No I/O here.
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
@@ -36,6 +38,7 @@ from crdtsync.session import (
     CLOSE_INTERNAL,
     CLOSE_POLICY,
     CLOSE_PROTOCOL_ERROR,
+    Access,
     Close,
     Limits,
     RelaySession,
@@ -66,6 +69,8 @@ MESSAGE_QUERY_AWARENESS: Final = 3
 SYNC_STEP1: Final = 0
 SYNC_STEP2: Final = 1
 SYNC_UPDATE: Final = 2
+
+logger = logging.getLogger("relay.yjs")
 
 CLOSE_INVALID_DATA = 1007
 CLOSE_TRY_AGAIN_LATER = 1013
@@ -166,10 +171,19 @@ class YjsSession(RelaySession):
         *,
         name: str = "",
         on_output: Callable[[], None] | None = None,
+        access: Access | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(relay_id, limits, name=name, on_output=on_output)
+        super().__init__(
+            relay_id, limits, name=name, on_output=on_output, clock=clock, wall_clock=wall_clock
+        )
         self.doc_id = doc_id
         self.replica_id = ReplicaId(f"yjs:{name or id(self)}")
+        self.access = access  # checked before the websocket upgrade
+        self.read_only = access is not None and not access.can_write(doc_id)
+        self.dropped = 0
+        """Updates dropped because the token is read-only for the document."""
         self._joined = False
 
     def __repr__(self) -> str:
@@ -199,11 +213,27 @@ class YjsSession(RelaySession):
         except (ProtocolError, ValueError) as exc:
             self.fail(CLOSE_PROTOCOL_ERROR, ErrorCode.BAD_FRAME, str(exc))
             return []
+        if kind != MESSAGE_QUERY_AWARENESS and not self._within_rate(len(data)):
+            return []
         if kind == MESSAGE_SYNC:
+            if self.read_only:
+                # y-websocket's read-only treatment: sync step 2 and updates are dropped.
+                self.dropped += 1
+                if self.dropped == 1:
+                    logger.info("%r: read-only token; dropping its updates", self)
+                return []
             return [Update(self.doc_id, payload)]
         if kind == MESSAGE_AWARENESS:
             return [Awareness(self.doc_id, payload)]
         return [Awareness(self.doc_id, b"")]  # query awareness: an empty update asks
+
+    def tick(self, notice: float = 30.0) -> list[DocId]:
+        """Close the connection when its token expires (y-protocols cannot carry a
+        warning or a new token; the provider reconnects with a fresh URL)."""
+        expires = self.access.expires_at if self.access is not None else None
+        if self.close is None and expires is not None and self.wall_clock() >= expires:
+            self.fail(CLOSE_POLICY, ErrorCode.TOKEN_EXPIRED, "the token expired")
+        return []
 
     # -- answers from the rooms ----------------------------------------------------------------
 
@@ -255,8 +285,10 @@ class YjsSession(RelaySession):
     def error(
         self, code: str, message: str, doc_id: DocId | None = None, seq: int | None = None
     ) -> None:
-        """y-protocols has no error message: close the connection with the reason."""
-        self.fail(CLOSE_POLICY, code, message)
+        """y-protocols has no error message: close the connection with the reason
+        (1002 for a malformed message, 1008 otherwise)."""
+        close_code = CLOSE_PROTOCOL_ERROR if code == ErrorCode.BAD_FRAME else CLOSE_POLICY
+        self.fail(close_code, code, message)
 
     def fail(self, close_code: int, code: str, message: str) -> None:
         """Close the connection with ``code: message`` as the close reason."""
