@@ -72,10 +72,18 @@ pytest: $(STAMP) $(PYTEST_NODE)
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+# The benchmarks' own extra (matplotlib for the plots); the peer servers are installed by
+# python -m benchmarks itself into benchmarks/.peers (pinned, git-ignored).
+BENCH_STAMP = $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) -m benchmarks --quick
 
-bench-full: $(STAMP)
+bench-full: $(BENCH_STAMP)
 	$(PY) -m benchmarks --full
 
 clean:

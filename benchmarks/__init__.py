@@ -29,3 +29,7 @@ class RunOptions:
     results_dir: Path = RESULTS_DIR
     tmpdir: Path | None = None
     """Where store files are created (None: the system temporary directory)."""
+    servers: tuple[str, ...] | None = None
+    """The servers to compare (None: all of :data:`benchmarks.servers.SERVERS`)."""
+    install_peers: bool = True
+    """Install missing peers into ``benchmarks/.peers`` (False: skip those not installed)."""

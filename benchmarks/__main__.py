@@ -1,8 +1,10 @@
 """Command line: ``python -m benchmarks [--quick | --full] [--only GROUP,...]``.
 
 Each group is a module of this package exposing ``run(options: RunOptions) -> bool``.
-Add a group (``relay``, ``sync``, ...) by writing its module and listing it in
-:data:`GROUPS`.
+Add a group by writing its module and listing it in :data:`GROUPS`. Before the
+groups that compare servers, the peers are installed into ``benchmarks/.peers``
+(:mod:`benchmarks.peers`, idempotent); after the groups, ``benchmarks/RESULTS.md``
+and the plots are regenerated from every group's latest JSON (:mod:`benchmarks.page`).
 """
 
 from __future__ import annotations
@@ -15,11 +17,19 @@ from pathlib import Path
 from typing import cast
 
 from . import RESULTS_DIR, RunOptions
+from .servers import ALL_SERVERS
 
 GROUPS: dict[str, str] = {
+    "relay": "fan-out: our relay (native and /yjs, durable) vs @y/websocket-server, "
+    "Hocuspocus, pycrdt-websocket and a bare forwarder",
+    "sync": "catch-up after 1k/10k/100k offline edits and a late joiner on the editing trace, "
+    "every server",
+    "memory": "server RSS per idle connection and per loaded document, and after unloading",
     "local": "local edits: bare pycrdt vs crdtsync Replica in each durability mode",
-    "relay": "the relay under real websocket clients vs a bare forwarder (durable ACKs)",
+    "store": "reopening a replica store holding 1,000 documents",
 }
+PEER_GROUPS = ("relay", "sync", "memory")
+"""Groups that compare servers (and need the peers installed)."""
 """Benchmark groups, in the order they run: module name (in this package) -> summary."""
 
 
@@ -33,6 +43,18 @@ def _group_list(value: str) -> list[str]:
             f"available: {', '.join(GROUPS)}"
         )
     return list(dict.fromkeys(names))
+
+
+def _server_list(value: str) -> tuple[str, ...]:
+    """Parse ``--servers``: a comma-separated list of known server keys."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ALL_SERVERS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown server(s) {', '.join(unknown) or '(none given)'}; "
+            f"available: {', '.join(ALL_SERVERS)}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -49,14 +71,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         dest="mode",
         action="store_const",
         const="quick",
-        help="trace prefixes, one run per configuration (the default; about a minute)",
+        help="short runs, one per configuration (the default; a few minutes)",
     )
     mode.add_argument(
         "--full",
         dest="mode",
         action="store_const",
         const="full",
-        help="the whole trace, three runs per configuration (several minutes)",
+        help="the numbers to quote: longer windows, three runs, the whole trace (< 30 min)",
     )
     parser.set_defaults(mode="quick")
     parser.add_argument(
@@ -65,6 +87,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=list(GROUPS),
         metavar="GROUP[,GROUP...]",
         help=f"run only these groups (available: {', '.join(GROUPS)})",
+    )
+    parser.add_argument(
+        "--servers",
+        type=_server_list,
+        default=None,
+        metavar="SERVER[,SERVER...]",
+        help=f"compare only these servers (available: {', '.join(ALL_SERVERS)})",
+    )
+    parser.add_argument(
+        "--no-install",
+        dest="install_peers",
+        action="store_false",
+        help="do not install missing peers into benchmarks/.peers (they are skipped)",
     )
     parser.add_argument(
         "--results-dir",
@@ -93,8 +128,23 @@ def run_group(name: str, options: RunOptions) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected groups; exit status 1 if any run FAILED."""
     args = parse_args(argv)
-    options = RunOptions(mode=args.mode, results_dir=args.results_dir, tmpdir=args.tmpdir)
+    options = RunOptions(
+        mode=args.mode,
+        results_dir=args.results_dir,
+        tmpdir=args.tmpdir,
+        servers=args.servers,
+        install_peers=args.install_peers,
+    )
+    if any(name in PEER_GROUPS for name in args.only):
+        from .peers import ensure  # noqa: PLC0415 - only when a group compares servers
+
+        for status in ensure(install=args.install_peers).values():
+            if not status.ok:
+                print(f"peers: {status.name} unavailable: {status.detail}", file=sys.stderr)
     failed = [name for name in args.only if not run_group(name, options)]
+    from .page import write_page  # noqa: PLC0415 - after the groups
+
+    print(f"wrote {write_page(args.results_dir)}", file=sys.stderr)
     if failed:
         print(f"FAILED runs in: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -3,18 +3,21 @@
 Every client is a ``pycrdt.Doc`` with a 32-bit client id and one websocket
 connection. A writing client sets its own key of the root map ``m`` to
 ``"<counter> <time.monotonic_ns()>"`` (one transaction, one Yjs update) and sends
-the update in a native UPDATE frame (:func:`crdtsync.protocol.encode_update`,
-with the counter as ``seq``). A receiving client decodes each frame
-(:func:`crdtsync.protocol.decode_frame`), applies the update to its own document,
-reads the sender's value back from its map and records the latency (time after
-applying and reading, minus the time written into the value:
-``time.monotonic_ns`` is one clock for every process of the machine).
+the update in its server's wire format (:mod:`benchmarks.wire`): a native UPDATE
+frame (the counter as ``seq``), a y-websocket update message (type 0, step 2), the
+same with Hocuspocus' document-name prefix, or, to the bare forwarder, the
+y-websocket message with no handshake. A receiving client decodes each message,
+applies the update to its own document, reads the sender's value back from its
+map and records the latency (time after applying and reading, minus the time
+written into the value: ``time.monotonic_ns`` is one clock for every process of
+the machine). An update that comes back to its own writer (the y-websocket
+server, Hocuspocus and pycrdt-websocket send every update to every connection of
+the room, the writer's included) is counted as an echo and not applied.
 
-Against the relay (``--server relay``) a client speaks the whole protocol:
-HELLO, SUBSCRIBE with its state vector, waits for SYNC; the relay answers ACK
-frames. Against the bare forwarder (``--server bare``) a client connects to
-``<url>/<room>`` and sends the same UPDATE frames, with no handshake (the
-forwarder stores nothing and acknowledges nothing).
+Handshakes: against the relay's native protocol HELLO, SUBSCRIBE with the state
+vector, wait for SYNC (the relay ACKs every update after its durable commit);
+y-websocket: sync step 1 both ways, step 2 both ways, in sync after the server's
+step 2; Hocuspocus: the auth message first, then the same.
 
 The orchestrator (:mod:`benchmarks.relay`) drives one or several of these
 processes through stdin/stdout lines:
@@ -34,8 +37,15 @@ processes through stdin/stdout lines:
   it received, answering ``joined``; ``disconnect`` closes the writer
   (``disconnected``); ``finish`` writes ``--out`` and prints ``done``.
 
-All clients of a room live in one process, so deliveries, windows and
-convergence are checked without cross-process bookkeeping.
+**Several processes, one room.** When a room has more clients than one process
+should drive (one room, 2 writers flat out: one process per writer), the
+orchestrator gives each process some of the room's clients (``members``). The
+processes share one file of counters (``shared``, memory-mapped: per room, what
+every receiver has seen of every sender, what every sender has sent and whether
+it has finished), so windows, draining and ordering checks work across
+processes; client ids are derived from ``id_seed`` so every process knows whose
+update it receives. Each process checks the clients it holds; the orchestrator
+compares the final documents across processes (``room_states`` in the result).
 """
 
 from __future__ import annotations
@@ -43,13 +53,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mmap
 import os
 import random
 import sys
 import time
+import zlib
 from array import array
 from collections import deque
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -74,28 +87,33 @@ from crdtsync.protocol import (
 from crdtsync.statevector import same_state
 
 from .trace import Edit, load_compact
+from .wire import MAX_FRAME_IN, Codec, Protocol, codec
 
 __all__ = [
     "JoinResult",
     "LateResult",
     "RoomsResult",
+    "SharedCounters",
     "Spec",
+    "client_id_for",
+    "command_line",
     "latency_path",
     "main",
+    "say",
+    "stdin_lines",
     "update_client_id",
 ]
 
-ServerKind = Literal["relay", "bare"]
 Pacing = Literal["max", "rate"]
 
-MAX_FRAME_IN = 256 << 20
-"""Largest frame a benchmark client accepts (a SYNC carries a whole document)."""
 CONNECT_BATCH = 25
 """Connections opened concurrently (the servers' listen backlog is 100)."""
 HANDSHAKE_TIMEOUT_S = 30.0
 MAP_NAME = "m"
 TEXT_NAME = "text"
 EMPTY_UPDATE = b"\x00\x00"
+REMOTE_POLL_S = 0.0005
+"""How often a writer blocked on peers in another process looks at the shared counters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +121,13 @@ class Spec:
     """What one load-generator process runs (written as JSON by the orchestrator)."""
 
     scenario: str
-    server: ServerKind
+    server: str
     url: str
     rooms: list[str]
     clients_per_room: int = 2
+    protocol: Protocol = "native"
+    prefix: str = ""
+    """y-websocket path prefix (``/yjs`` for the relay)."""
     pacing: Pacing = "max"
     rate: float = 0.0
     """Updates per second per client (``pacing="rate"``)."""
@@ -120,6 +141,16 @@ class Spec:
     trace_cache: str | None = None
     """Late joiner: a compact trace (``python -m benchmarks.local --prepare-trace``)."""
     seed: int = 0
+    id_seed: int = 0
+    """Client ids are :func:`client_id_for` ``(id_seed, room, index)``, in every process."""
+    members: list[list[int]] | None = None
+    """Per room, the client indices this process drives (None: all of them)."""
+    room_slots: list[int] | None = None
+    """Per room, its index in the shared counters file (None: ``0..len(rooms)-1``)."""
+    shared: str | None = None
+    """The shared counters file (rooms split over processes), None: private counters."""
+    total_rooms: int = 0
+    """Rooms in the shared counters file."""
 
 
 # -- results ---------------------------------------------------------------------------
@@ -141,6 +172,8 @@ class RoomsResult:
     deliveries_in_window: int = 0
     deliveries_total: int = 0
     deliveries_expected: int = 0
+    echoes: int = 0
+    """Own updates the server sent back to their writer (not counted as deliveries)."""
     late_sends: int = 0
     """Paced sends that started more than one period behind their schedule."""
     acks_received: int = 0
@@ -149,9 +182,14 @@ class RoomsResult:
     drain_s: float | None = None
     converged: bool | None = None
     convergence: str | None = None
-    relay_state_checked: bool = False
+    server_state_checked: bool = False
     process_cpu_s: float | None = None
     """This process's CPU time over the measured window (``time.process_time``)."""
+    sent_by_client: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Rooms split over processes: per room, what each local writer sent."""
+    room_states: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Rooms split over processes: per room and local client, its map content and its
+    whole state (hex) for the orchestrator's cross-process comparison."""
 
     def fail(self, reason: str) -> None:
         """Mark the run FAILED."""
@@ -223,6 +261,55 @@ def update_client_id(update: bytes) -> int | None:
     return None
 
 
+def client_id_for(id_seed: int, room: str, index: int) -> int:
+    """A 32-bit client id, the same in every process of a run (never 0)."""
+    return zlib.crc32(f"{id_seed}/{room}/{index}".encode()) or 1
+
+
+class SharedCounters:
+    """Per room: ``seen[receiver][sender]`` (the last counter a receiver observed from
+    a sender), ``sent[sender]`` and ``done[sender]`` (1 once it stopped writing), as
+    int64 in one buffer: private, or a memory-mapped file shared by the processes
+    that hold clients of the same room."""
+
+    def __init__(self, rooms: int, clients: int, path: str | None = None) -> None:
+        self.clients = clients
+        self.stride = clients * clients + 2 * clients
+        size = max(1, rooms * self.stride) * 8
+        self._mmap: mmap.mmap | None = None
+        if path is None:
+            self._raw = memoryview(bytearray(size))
+        else:
+            with open(path, "r+b") as fh:
+                self._mmap = mmap.mmap(fh.fileno(), size)
+            self._raw = memoryview(self._mmap)
+        self.values = self._raw.cast("q")
+
+    @staticmethod
+    def create(path: Path, rooms: int, clients: int) -> None:
+        """Write a zeroed counters file for ``rooms`` rooms of ``clients`` clients."""
+        path.write_bytes(bytes(max(1, rooms * (clients * clients + 2 * clients)) * 8))
+
+    def seen_index(self, slot: int, receiver: int, sender: int) -> int:
+        """Where ``seen[receiver][sender]`` of room ``slot`` is."""
+        return slot * self.stride + receiver * self.clients + sender
+
+    def sent_index(self, slot: int, sender: int) -> int:
+        """Where ``sent[sender]`` of room ``slot`` is."""
+        return slot * self.stride + self.clients * self.clients + sender
+
+    def done_index(self, slot: int, sender: int) -> int:
+        """Where ``done[sender]`` of room ``slot`` is."""
+        return self.sent_index(slot, sender) + self.clients
+
+    def close(self) -> None:
+        """Release the mapping."""
+        self.values.release()
+        self._raw.release()
+        if self._mmap is not None:
+            self._mmap.close()
+
+
 class Stats:
     """Counters shared by every client of the process."""
 
@@ -233,6 +320,7 @@ class Stats:
         self.ack_latencies: array[int] = array("q")
         self.deliveries_in_window = 0
         self.deliveries_total = 0
+        self.echoes = 0
         self.order_errors = 0
         self.acks = 0
         self.late_sends = 0
@@ -248,26 +336,47 @@ class Stats:
 
 
 class Room:
-    """The clients of one document."""
+    """The clients of one document (every slot; only some may be local)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, slot: int, counters: SharedCounters) -> None:
         self.name = name
+        self.slot = slot
+        self.counters = counters
         self.clients: list[Client] = []
-        self.by_client_id: dict[int, Client] = {}
+        """The clients this process drives."""
+        self.size = counters.clients
+        self.by_client_id: dict[int, int] = {}
+        """Client id -> index in the room, for every client of the room."""
+        self.remote = False
+        """True when some clients of the room live in another process."""
+
+    def seen(self, receiver: int, sender: int) -> int:
+        """The last counter ``receiver`` observed from ``sender``."""
+        return int(self.counters.values[self.counters.seen_index(self.slot, receiver, sender)])
+
+    def sent(self, sender: int) -> int:
+        """How many updates ``sender`` has sent."""
+        return int(self.counters.values[self.counters.sent_index(self.slot, sender)])
+
+    def done(self, sender: int) -> bool:
+        """True once ``sender`` has stopped writing."""
+        return bool(self.counters.values[self.counters.done_index(self.slot, sender)])
 
 
 class Client:
     """One replica: a pycrdt document, a websocket, the writer's window bookkeeping."""
 
-    def __init__(self, room: Room, index: int, server: ServerKind, stats: Stats) -> None:
+    def __init__(self, room: Room, index: int, spec: Spec, stats: Stats) -> None:
         self.room = room
         self.index = index
-        self.server = server
         self.stats = stats
         self.key = f"c{index}"
-        client_id = random.getrandbits(32) or 1
-        while client_id in room.by_client_id:
-            client_id = random.getrandbits(32) or 1
+        self.native = spec.protocol == "native"
+        self.codec: Codec = codec(
+            spec.protocol, room.name, f"bench-{os.getpid()}-{room.name}-{self.key}", spec.prefix
+        )
+        client_id = client_id_for(spec.id_seed, room.name, index)
+        self.client_id = client_id
         self.doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
         self.map = self.doc.get(MAP_NAME, type=pycrdt.Map)
         self._capture = False
@@ -278,7 +387,10 @@ class Client:
         self.sent = 0
         self.acked = 0
         self.sent_at: deque[int] = deque()  # relay: send times of unacknowledged updates
-        self.last_seen: list[int] = []  # per sender index: last counter observed
+        counters = room.counters
+        self._values = counters.values
+        self._seen_base = counters.seen_index(room.slot, index, 0)
+        self._sent_index = counters.sent_index(room.slot, index)
         self.window = 0
         self.low_water = 0
         self.blocked = False
@@ -286,7 +398,6 @@ class Client:
         self.synced = asyncio.Event()
         self.closing = False
         room.clients.append(self)
-        room.by_client_id[client_id] = self
 
     # -- writing -------------------------------------------------------------------------
 
@@ -295,11 +406,12 @@ class Client:
             self._captured.append(event.update)
 
     def edit(self) -> bytes:
-        """One local change (its own transaction); the UPDATE frame carrying it."""
+        """One local change (its own transaction); the message carrying it."""
         self.sent += 1
+        self._values[self._sent_index] = self.sent
         self._capture = True
         now = time.monotonic_ns()
-        if self.server == "relay":
+        if self.native:
             self.sent_at.append(now)
         try:
             self.map[self.key] = f"{self.sent} {now}"
@@ -307,19 +419,19 @@ class Client:
             self._capture = False
         update = self._captured.pop()
         self._captured.clear()
-        return encode_update(self.room.name, update, self.sent)
+        return self.codec.update(update, self.sent)
 
     def undelivered(self) -> int:
         """Updates of this writer not yet observed by every other client of the room."""
-        index = self.index
+        room, index = self.room, self.index
         return self.sent - min(
-            (peer.last_seen[index] for peer in self.room.clients if peer is not self),
+            (room.seen(peer, index) for peer in range(room.size) if peer != index),
             default=self.sent,
         )
 
     def in_flight(self) -> int:
-        """Not yet delivered to every peer or (relay) not yet acknowledged."""
-        if self.server == "relay":
+        """Not yet delivered to every peer or (native relay) not yet acknowledged."""
+        if self.native:
             return max(self.undelivered(), self.sent - self.acked)
         return self.undelivered()
 
@@ -329,6 +441,21 @@ class Client:
             self.blocked = False
             self.wake.set()
 
+    async def _wait_window(self) -> None:
+        self.blocked = True
+        if not self.room.remote:
+            self.wake.clear()
+            await self.wake.wait()
+            return
+        # A peer in another process cannot wake this writer: look at the shared counters.
+        while not self.closing and self.in_flight() > self.low_water:
+            if time.monotonic_ns() >= self.stats.window_end:
+                break
+            self.wake.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), REMOTE_POLL_S)
+        self.blocked = False
+
     async def write_max(self, stop_ns: int) -> None:
         """As fast as the window allows, until ``stop_ns``."""
         assert self.ws is not None
@@ -337,9 +464,7 @@ class Client:
         clock = time.monotonic_ns
         while True:
             if self.in_flight() >= window:
-                self.blocked = True
-                self.wake.clear()
-                await self.wake.wait()
+                await self._wait_window()
             if clock() >= stop_ns or self.closing:
                 return
             await ws.send(self.edit())
@@ -363,31 +488,32 @@ class Client:
     # -- receiving -----------------------------------------------------------------------
 
     async def receive_loop(self) -> None:
-        """Decode and apply every frame until the connection closes."""
+        """Decode and apply every message until the connection closes."""
         assert self.ws is not None
         stats = self.stats
+        decode = self.codec.decode
         try:
             async for message in self.ws:
                 if isinstance(message, str):
                     stats.error(f"{self.key}@{self.room.name}: text message received")
                     continue
-                frame = decode_frame(message, MAX_FRAME_IN)
-                if type(frame) is Update:
-                    self._on_update(frame.update)
-                elif type(frame) is Ack:
-                    stats.acks += 1
-                    self._on_ack(frame.seq)
-                    if self.blocked:
-                        self.maybe_wake()
-                elif type(frame) is Sync:
-                    self.doc.apply_update(frame.update)
-                    self.synced.set()
-                elif type(frame) is ErrorFrame:
-                    stats.error(
-                        f"{self.key}@{self.room.name}: relay ERROR {frame.code}: {frame.message}"
-                    )
-                elif type(frame) is not Welcome:
-                    stats.error(f"{self.key}@{self.room.name}: unexpected {type(frame).__name__}")
+                for event in decode(message):
+                    kind = event.kind
+                    if kind == "update":
+                        self._on_update(event.payload)
+                    elif kind == "ack":
+                        stats.acks += 1
+                        if self.native:
+                            self._on_ack(event.seq)
+                            if self.blocked:
+                                self.maybe_wake()
+                    elif kind == "step2":
+                        self.doc.apply_update(event.payload)
+                        self.synced.set()
+                    elif kind == "step1":
+                        await self.ws.send(self.codec.step2(self.doc.get_update(event.payload)))
+                    elif kind == "error":
+                        stats.error(f"{self.key}@{self.room.name}: {event.text}")
         except ConnectionClosed as exc:
             if not self.closing:
                 stats.error(f"{self.key}@{self.room.name}: connection closed: {exc}")
@@ -411,55 +537,58 @@ class Client:
 
     def _on_update(self, update: bytes) -> None:
         stats = self.stats
-        self.doc.apply_update(update)
-        sender = self.room.by_client_id.get(update_client_id(update) or -1)
+        room = self.room
+        sender = room.by_client_id.get(update_client_id(update) or -1)
         if sender is None:
-            stats.error(f"{self.key}@{self.room.name}: update from an unknown client")
+            if update != EMPTY_UPDATE:  # servers may relay an empty transaction
+                stats.error(f"{self.key}@{room.name}: update from an unknown client")
             return
-        value = self.map.get(sender.key)
+        if sender == self.index:
+            stats.echoes += 1  # our own update, sent back by the server
+            return
+        self.doc.apply_update(update)
+        value = self.map.get(f"c{sender}")
         now = time.monotonic_ns()
         if not isinstance(value, str):
-            stats.error(f"{self.key}@{self.room.name}: no value for {sender.key}")
+            stats.error(f"{self.key}@{room.name}: no value for c{sender}")
             return
         counter_text, _, sent_text = value.partition(" ")
         counter = int(counter_text)
-        if counter != self.last_seen[sender.index] + 1:
+        seen_index = self._seen_base + sender
+        previous = self._values[seen_index]
+        if counter != previous + 1:
             stats.order_errors += 1
-            stats.error(
-                f"{self.key}@{self.room.name}: from {sender.key} got #{counter} "
-                f"after #{self.last_seen[sender.index]}"
-            )
-        self.last_seen[sender.index] = max(self.last_seen[sender.index], counter)
+            stats.error(f"{self.key}@{room.name}: from c{sender} got #{counter} after #{previous}")
+        self._values[seen_index] = max(previous, counter)
         stats.deliveries_total += 1
         if stats.window_start <= now <= stats.window_end:
             stats.deliveries_in_window += 1
             stats.latencies.append(now - int(sent_text))
-        if sender.blocked:
-            sender.maybe_wake()
+        if not room.remote:
+            writer = room.clients[sender]
+            if writer.blocked:
+                writer.maybe_wake()
 
     # -- connection ----------------------------------------------------------------------
 
     async def open(self, url: str) -> None:
-        """Connect; against the relay, HELLO + SUBSCRIBE and wait for SYNC."""
-        target = url if self.server == "relay" else f"{url.rstrip('/')}/{self.room.name}"
+        """Connect and complete the protocol's handshake (in sync with the server)."""
         self.ws = await connect(
-            target,
+            self.codec.path(url),
             compression=None,
             max_size=MAX_FRAME_IN,
             ping_interval=None,
             open_timeout=HANDSHAKE_TIMEOUT_S,
             close_timeout=2,
         )
-        self.last_seen = [0] * len(self.room.clients)
         self.reader = asyncio.get_running_loop().create_task(self.receive_loop())
-        if self.server == "relay":
-            replica = f"bench-{os.getpid()}-{self.room.name}-{self.key}"
-            await self.ws.send(encode_frame(Hello(ReplicaId(replica))))
-            await self.ws.send(encode_frame(Subscribe(DocId(self.room.name), self.doc.get_state())))
+        for message in self.codec.opening(self.doc.get_state()):
+            await self.ws.send(message)
+        if self.codec.handshake:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                 await self.synced.wait()
             if self.reader.done():
-                raise ConnectionError(f"{self.key}@{self.room.name}: closed before SYNC")
+                raise ConnectionError(f"{self.key}@{self.room.name}: closed before sync")
 
     async def close(self) -> None:
         """Close the connection and stop the reader."""
@@ -478,7 +607,7 @@ class Client:
 # -- rooms scenarios (a, b, c) -----------------------------------------------------------
 
 
-async def _lines() -> asyncio.StreamReader:
+async def stdin_lines() -> asyncio.StreamReader:
     """stdin as an asyncio stream (the orchestrator's commands)."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -486,21 +615,51 @@ async def _lines() -> asyncio.StreamReader:
     return reader
 
 
-async def _command(reader: asyncio.StreamReader) -> list[str]:
+async def command_line(reader: asyncio.StreamReader) -> list[str]:
     line = (await reader.readline()).decode().split()
     if not line:
         raise EOFError("the orchestrator closed stdin")
     return line
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(message, flush=True)
 
 
 async def _connect_all(clients: Sequence[Client], url: str) -> None:
-    for start in range(0, len(clients), CONNECT_BATCH):
-        batch = clients[start : start + CONNECT_BATCH]
-        await asyncio.gather(*(client.open(url) for client in batch))
+    """Open every connection, at most :data:`CONNECT_BATCH` at a time; the first client of
+    each room before the others (pycrdt-websocket 0.16 deadlocks when two connections
+    race to create the same room: the second waits for the room's start lock forever)."""
+    first = [client for client in clients if client is client.room.clients[0]]
+    rest = [client for client in clients if client is not client.room.clients[0]]
+    for group in (first, rest):
+        for start in range(0, len(group), CONNECT_BATCH):
+            batch = group[start : start + CONNECT_BATCH]
+            await asyncio.gather(*(client.open(url) for client in batch))
+
+
+def _build_rooms(spec: Spec, stats: Stats) -> tuple[list[Room], list[Client], SharedCounters]:
+    slots = spec.room_slots or list(range(len(spec.rooms)))
+    counters = SharedCounters(
+        spec.total_rooms or len(spec.rooms), spec.clients_per_room, spec.shared
+    )
+    rooms: list[Room] = []
+    clients: list[Client] = []
+    for position, name in enumerate(spec.rooms):
+        room = Room(name, slots[position], counters)
+        room.by_client_id = {
+            client_id_for(spec.id_seed, name, index): index
+            for index in range(spec.clients_per_room)
+        }
+        if len(room.by_client_id) != spec.clients_per_room:
+            raise ValueError(f"{name}: two clients drew the same client id; change id_seed")
+        members = (
+            spec.members[position] if spec.members is not None else range(spec.clients_per_room)
+        )
+        room.remote = len(members) < spec.clients_per_room
+        clients.extend(Client(room, index, spec, stats) for index in members)
+        rooms.append(room)
+    return rooms, clients, counters
 
 
 async def run_rooms(
@@ -510,12 +669,7 @@ async def run_rooms(
     result and the latencies (ns) of the deliveries observed in the measured window."""
     stats = Stats()
     result = RoomsResult()
-    rooms = [Room(name) for name in spec.rooms]
-    clients = [
-        Client(room, index, spec.server, stats)
-        for room in rooms
-        for index in range(spec.clients_per_room)
-    ]
+    rooms, clients, counters = _build_rooms(spec, stats)
     for client in clients:
         client.window = spec.window
         client.low_water = spec.window // 2
@@ -524,8 +678,8 @@ async def run_rooms(
         started = time.perf_counter()
         await _connect_all(clients, spec.url)
         result.connect_s = time.perf_counter() - started
-        _say("ready")
-        command = await _command(reader)
+        say("ready")
+        command = await command_line(reader)
         if command[0] != "go":
             raise RuntimeError(f"expected go, got {command!r}")
         t0 = int(command[1])
@@ -534,15 +688,16 @@ async def run_rooms(
         await _write_phase(spec, clients, t0, stats)
         result.sent_in_window = sum(c.sent for c in clients) - stats.sent_at_window_start
         drain_started = time.perf_counter()
-        drained = await _drain(spec, clients)
+        drained = await _drain(spec, rooms, clients)
         result.drain_s = time.perf_counter() - drain_started
-        _record(result, stats, clients, spec)
+        _record(result, stats, rooms, clients)
         if not drained:
-            result.fail(_drain_failure(spec, clients))
+            result.fail(_drain_failure(rooms, clients))
         elif result.status == "ok":
             await _check_convergence(spec, rooms, result)
     finally:
         await asyncio.gather(*(client.close() for client in clients), return_exceptions=True)
+        counters.close()
     return result, stats.latencies, stats.ack_latencies
 
 
@@ -572,36 +727,67 @@ async def _write_phase(spec: Spec, clients: Sequence[Client], t0: int, stats: St
     else:
         writers = [client.write_max(stop_ns) for client in clients]
     await asyncio.gather(*writers)
+    for client in clients:
+        counters = client.room.counters
+        counters.values[counters.done_index(client.room.slot, client.index)] = 1
 
 
-async def _drain(spec: Spec, clients: Sequence[Client]) -> bool:
-    """Wait until every update reached every peer (and, relay, was acknowledged)."""
+def _received_all(room: Room, client: Client) -> bool:
+    """True once ``client`` saw everything every other (stopped) writer of its room sent."""
+    return all(
+        room.done(sender) and room.seen(client.index, sender) == room.sent(sender)
+        for sender in range(room.size)
+        if sender != client.index
+    )
+
+
+def _drained(rooms: Sequence[Room], clients: Sequence[Client]) -> bool:
+    if any(c.in_flight() for c in clients):
+        return False
+    return all(_received_all(room, c) for room in rooms if room.remote for c in room.clients)
+
+
+async def _drain(spec: Spec, rooms: Sequence[Room], clients: Sequence[Client]) -> bool:
+    """Wait until every update reached every peer (and, native relay, was acknowledged)."""
     deadline = time.monotonic() + spec.drain_timeout_s
     while time.monotonic() < deadline:
-        if all(c.in_flight() == 0 for c in clients) or any(
-            c.reader and c.reader.done() for c in clients
-        ):
-            return all(c.in_flight() == 0 for c in clients)
+        if _drained(rooms, clients):
+            return True
+        if any(c.reader and c.reader.done() for c in clients):
+            return False
         await asyncio.sleep(0.01)
     return False
 
 
-def _drain_failure(spec: Spec, clients: Sequence[Client]) -> str:
+def _drain_failure(rooms: Sequence[Room], clients: Sequence[Client]) -> str:
     undelivered = sum(c.undelivered() for c in clients)
-    unacked = sum(c.sent - c.acked for c in clients) if spec.server == "relay" else 0
+    unacked = sum(c.sent - c.acked for c in clients if c.native)
+    missing = sum(
+        1 for room in rooms if room.remote for c in room.clients if not _received_all(room, c)
+    )
     closed = sum(1 for c in clients if c.reader is not None and c.reader.done())
     return (
         f"not drained after the run: {undelivered} update(s) not observed by every peer, "
-        f"{unacked} not acknowledged, {closed} connection(s) closed"
+        f"{unacked} not acknowledged, {missing} client(s) missing updates from another "
+        f"process, {closed} connection(s) closed"
     )
 
 
-def _record(result: RoomsResult, stats: Stats, clients: Sequence[Client], spec: Spec) -> None:
+def _record(
+    result: RoomsResult, stats: Stats, rooms: Sequence[Room], clients: Sequence[Client]
+) -> None:
     result.window_start_ns, result.window_end_ns = stats.window_start, stats.window_end
     result.sent_total = sum(c.sent for c in clients)
     result.deliveries_in_window = stats.deliveries_in_window
     result.deliveries_total = stats.deliveries_total
-    result.deliveries_expected = result.sent_total * (spec.clients_per_room - 1)
+    result.deliveries_expected = sum(
+        room.sent(sender)
+        for room in rooms
+        for client in room.clients
+        for sender in range(room.size)
+        if sender != client.index
+    )
+    result.echoes = stats.echoes
     result.late_sends = stats.late_sends
     result.acks_received = stats.acks
     result.order_errors = stats.order_errors
@@ -612,27 +798,35 @@ def _record(result: RoomsResult, stats: Stats, clients: Sequence[Client], spec: 
     if result.deliveries_total != result.deliveries_expected:
         result.fail(
             f"{result.deliveries_total} deliveries observed, "
-            f"{result.deliveries_expected} expected (sent x (clients - 1))"
+            f"{result.deliveries_expected} expected (what the other clients of each room sent)"
         )
 
 
 async def _check_convergence(spec: Spec, rooms: Sequence[Room], result: RoomsResult) -> None:
-    """Every client of a room holds the same content and state; against the relay, a
-    fresh subscriber gets that same state from the relay too."""
+    """Every client of a room holds the same content and state; a fresh client gets that
+    same state from the server too (every server but the bare forwarder). Rooms split
+    over processes: the local clients here, the rest by the orchestrator."""
     problems: list[str] = []
     for room in rooms:
         first = room.clients[0]
         content = first.map.to_py()
-        expected = {c.key: c.sent for c in room.clients if c.sent}
-        counters = {key: int(value.split(" ")[0]) for key, value in (content or {}).items()}
-        if counters != expected:
-            problems.append(f"{room.name}: final counters {counters} != sent {expected}")
+        if room.remote:
+            result.sent_by_client[room.name] = {c.key: c.sent for c in room.clients}
+            result.room_states[room.name] = {
+                c.key: {"content": c.map.to_py(), "state": c.doc.get_update().hex()}
+                for c in room.clients
+            }
+        else:
+            expected = {c.key: c.sent for c in room.clients if c.sent}
+            counters = {key: int(value.split(" ")[0]) for key, value in (content or {}).items()}
+            if counters != expected:
+                problems.append(f"{room.name}: final counters {counters} != sent {expected}")
         for other in room.clients[1:]:
             if other.map.to_py() != content or not same_state(first.doc, other.doc):
                 problems.append(f"{room.name}: {other.key} differs from {first.key}")
-    if spec.server == "relay" and not problems:
-        problems.extend(await _check_relay_state(spec, rooms))
-        result.relay_state_checked = True
+    if spec.protocol != "raw" and not problems:
+        problems.extend(await _check_server_state(spec, rooms))
+        result.server_state_checked = True
     result.converged = not problems
     if problems:
         result.convergence = "; ".join(problems[:5])
@@ -643,18 +837,38 @@ async def _check_convergence(spec: Spec, rooms: Sequence[Room], result: RoomsRes
             f"{clients} clients in {len(rooms)} room(s): equal map content (to_py) and equal "
             "state vectors and delete sets"
             + (
-                "; the relay's state (a fresh subscriber) is equal too"
-                if spec.server == "relay"
+                "; the server's state (a fresh client) is equal too"
+                if spec.protocol != "raw"
                 else ""
             )
         )
 
 
-async def _check_relay_state(spec: Spec, rooms: Sequence[Room]) -> list[str]:
-    """One verifier connection subscribes to every room with an empty state vector."""
+async def _check_server_state(spec: Spec, rooms: Sequence[Room]) -> list[str]:
+    """A fresh client per room (native: one connection for every room) syncs from an
+    empty state vector; its document must equal the clients'."""
+    if spec.protocol == "native":
+        docs = await _native_server_docs(spec, rooms)
+    else:
+        docs = {}
+        for room in rooms:
+            docs[room.name] = await fetch_document(spec.protocol, spec.prefix, spec.url, room.name)
+    problems = []
+    for room in rooms:
+        doc = docs.get(room.name)
+        first = room.clients[0]
+        if doc is None:
+            problems.append(f"{room.name}: no state from the server")
+        elif doc.get(MAP_NAME, type=pycrdt.Map).to_py() != first.map.to_py() or not same_state(
+            doc, first.doc
+        ):
+            problems.append(f"{room.name}: the server's state differs from the clients'")
+    return problems
+
+
+async def _native_server_docs(spec: Spec, rooms: Sequence[Room]) -> dict[str, pycrdt.Doc[Any]]:
     docs: dict[str, pycrdt.Doc[Any]] = {room.name: pycrdt.Doc() for room in rooms}
     pending = set(docs)
-    problems: list[str] = []
     async with connect(spec.url, compression=None, max_size=MAX_FRAME_IN, ping_interval=None) as ws:
         await ws.send(encode_frame(Hello(ReplicaId(f"bench-verifier-{os.getpid()}"))))
         for name, doc in docs.items():
@@ -666,16 +880,33 @@ async def _check_relay_state(spec: Spec, rooms: Sequence[Room]) -> list[str]:
                     docs[frame.doc_id].apply_update(frame.update)
                     pending.discard(frame.doc_id)
                 elif isinstance(frame, ErrorFrame):
-                    problems.append(f"verifier got ERROR {frame.code}: {frame.message}")
-                    break
-    for room in rooms:
-        doc = docs[room.name]
-        first = room.clients[0]
-        if doc.get(MAP_NAME, type=pycrdt.Map).to_py() != first.map.to_py() or not same_state(
-            doc, first.doc
-        ):
-            problems.append(f"{room.name}: the relay's state differs from the clients'")
-    return problems
+                    raise ConnectionError(f"verifier got ERROR {frame.code}: {frame.message}")
+    return docs
+
+
+async def fetch_document(protocol: Protocol, prefix: str, url: str, doc_id: str) -> pycrdt.Doc[Any]:
+    """The server's copy of ``doc_id``: a new client with an empty document syncs once
+    (y-websocket or Hocuspocus) and disconnects."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    wire = codec(protocol, doc_id, f"bench-verifier-{os.getpid()}", prefix)
+    async with (
+        connect(wire.path(url), compression=None, max_size=MAX_FRAME_IN, ping_interval=None) as ws,
+        asyncio.timeout(HANDSHAKE_TIMEOUT_S),
+    ):
+        for message in wire.opening(doc.get_state()):
+            await ws.send(message)
+        while True:
+            message = await ws.recv(decode=False)
+            events = wire.decode(message)
+            for event in events:
+                if event.kind == "step1":
+                    await ws.send(wire.step2(doc.get_update(event.payload)))
+                elif event.kind == "error":
+                    raise ConnectionError(f"verifier: {event.text}")
+            step2 = [event for event in events if event.kind == "step2"]
+            if step2:
+                doc.apply_update(step2[0].payload)
+                return doc
 
 
 # -- late joiner (d) ---------------------------------------------------------------------
@@ -798,8 +1029,8 @@ async def run_late(spec: Spec, reader: asyncio.StreamReader) -> LateResult:
         await writer.open(spec.url)
         async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
             await writer.handshake()
-        _say("ready")
-        command = await _command(reader)
+        say("ready")
+        command = await command_line(reader)
         if command[0] != "go":
             raise RuntimeError(f"expected go, got {command!r}")
         await _build(spec, writer, edits, trace.start_content, result)
@@ -807,18 +1038,18 @@ async def run_late(spec: Spec, reader: asyncio.StreamReader) -> LateResult:
             result.fail("the writer's text differs from the trace's expected text")
         result.text_length = len(expected)
         result.doc_update_bytes = len(writer.doc.get_update())
-        _say("built")
+        say("built")
         while True:
-            command = await _command(reader)
+            command = await command_line(reader)
             if command[0] == "join":
                 join = await _join(command[1], command[2], writer, doc_id)
                 result.joins.append(join)
                 if join.status != "ok":
                     result.fail(f"{join.label} joiner: {join.failure}")
-                _say("joined")
+                say("joined")
             elif command[0] == "disconnect":
                 await writer.close()
-                _say("disconnected")
+                say("disconnected")
             elif command[0] == "finish":
                 break
             else:
@@ -891,7 +1122,7 @@ async def _join(url: str, label: str, writer: _Peer, doc_id: str) -> JoinResult:
 
 
 async def _main_async(spec: Spec, out: Path) -> None:
-    reader = await _lines()
+    reader = await stdin_lines()
     result: RoomsResult | LateResult
     if spec.scenario == "d":
         result = await run_late(spec, reader)
@@ -902,7 +1133,7 @@ async def _main_async(spec: Spec, out: Path) -> None:
         with latency_path(out, "ack").open("wb") as fh:
             ack_latencies.tofile(fh)
     out.write_text(json.dumps(asdict(result)), encoding="utf-8")
-    _say("done")
+    say("done")
 
 
 def latency_path(out: Path, kind: str = "lat") -> Path:
