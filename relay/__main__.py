@@ -1,6 +1,8 @@
 """The ``crdtsync-relay`` command (also ``python -m relay``).
 
     crdtsync-relay --host 127.0.0.1 --port 8765 --store sqlite:///relay-data/relay.db
+    crdtsync-relay --require-auth --secret-file keys ...     # tokens required
+    crdtsync-relay token --sub inspector-7 --docs 'site-12/*:rw' --ttl 3600
 
 Runs until SIGTERM or SIGINT, then shuts down gracefully: stops accepting,
 stores (and acknowledges) what was received, closes connections with 1001.
@@ -12,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -20,6 +23,7 @@ from crdtsync.errors import StoreError
 from crdtsync.protocol import DEFAULT_MAX_DOCS, DEFAULT_MAX_FRAME
 from crdtsync.session import Limits
 
+from .auth import ENV_SECRET, KeyRing, authenticator, issue_token, load_keyring
 from .server import DEFAULT_STORE, Relay
 
 __all__ = ["main"]
@@ -117,6 +121,43 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="offer permessage-deflate (the frame limit applies after decompression)",
     )
+    auth = parser.add_argument_group("access (see SECURITY.md)")
+    auth.add_argument(
+        "--require-auth",
+        action="store_true",
+        help=f"require a signed token from every client (keys: --secret-file or ${ENV_SECRET})",
+    )
+    auth.add_argument(
+        "--secret-file",
+        default=None,
+        help="file of HS256 keys, one 'kid=secret' line per key (for rotation)",
+    )
+    auth.add_argument(
+        "--public-key",
+        action="append",
+        default=[],
+        metavar="KID=PEM_FILE",
+        help="an Ed25519 (EdDSA) or P-256 (ES256) public key that verifies tokens (repeatable)",
+    )
+    auth.add_argument(
+        "--no-authorship",
+        action="store_true",
+        help="with tokens, do not check that writers use only their own client ids",
+    )
+    auth.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow an open relay (no tokens) on a non-loopback interface",
+    )
+    auth.add_argument("--tls-cert", default=None, help="TLS certificate chain (PEM): serve wss://")
+    auth.add_argument("--tls-key", default=None, help="TLS private key (PEM)")
+    auth.add_argument(
+        "--origin",
+        action="append",
+        default=None,
+        help="allowed browser Origin (repeatable; default: any). Clients without an "
+        "Origin header (Python, Node) are always allowed",
+    )
     parser.add_argument(
         "--relay-id", default=None, help="name in logs and WELCOME (default: random)"
     )
@@ -144,9 +185,64 @@ async def _serve(relay: Relay, ready: asyncio.Event | None = None) -> None:
     await relay.stop()
 
 
+def _token_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="crdtsync-relay token",
+        description="Print a signed access token (and nothing else) on stdout.",
+        epilog=f"Keys: --secret-file, else ${ENV_SECRET}. Patterns are shell-style globs on "
+        "document ids (fnmatch, case-sensitive) with :r (read) or :rw (read and write).",
+    )
+    parser.add_argument("--sub", required=True, help="the subject (who the token is for)")
+    parser.add_argument(
+        "--docs",
+        action="append",
+        required=True,
+        metavar="PATTERN:r|rw",
+        help="a document pattern and permission, e.g. 'site-12/*:rw' (repeatable)",
+    )
+    parser.add_argument(
+        "--ttl", type=float, default=3600.0, help="seconds until it expires (default: %(default)s)"
+    )
+    parser.add_argument("--kid", default=None, help="the key id to sign with (default: first)")
+    parser.add_argument("--secret-file", default=None, help="file of 'kid=secret' lines")
+    return parser
+
+
+def _token(argv: Sequence[str]) -> int:
+    args = _token_parser().parse_args(argv)
+    try:
+        keyring = load_keyring(args.secret_file)
+        if keyring is None:
+            print(
+                f"crdtsync-relay token: no key: set ${ENV_SECRET} or pass --secret-file",
+                file=sys.stderr,
+            )
+            return 2
+        print(issue_token(keyring, args.sub, args.docs, args.ttl, kid=args.kid))
+    except (ValueError, OSError) as exc:
+        print(f"crdtsync-relay token: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> KeyRing | None:
+    keyring = load_keyring(args.secret_file)
+    for item in args.public_key:
+        kid, sep, path = item.partition("=")
+        if not sep:
+            raise ValueError(f"--public-key {item!r}: expected KID=PEM_FILE")
+        with open(path, "rb") as pem:
+            keyring = keyring or KeyRing()
+            keyring.add_public_key(kid, pem.read())
+    return keyring
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``crdtsync-relay`` and ``python -m relay``."""
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["token"]:
+        return _token(arguments[1:])
+    args = _parser().parse_args(arguments)
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -162,6 +258,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_doc_bytes=args.max_doc_bytes,
             max_connections_per_address=args.max_connections_per_address,
         )
+        keyring = _keys(args) if args.require_auth else None
+        if args.require_auth and keyring is None:
+            raise ValueError(f"--require-auth needs keys: --secret-file or ${ENV_SECRET}")
+        context = None
+        if args.tls_cert or args.tls_key:
+            if not (args.tls_cert and args.tls_key):
+                raise ValueError("--tls-cert and --tls-key go together")
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(args.tls_cert, args.tls_key)
         relay = Relay(
             args.store,
             host=args.host,
@@ -171,6 +276,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             idle_timeout=args.idle_timeout,
             commit_delay=args.commit_delay,
             compression=args.compression,
+            authenticate=authenticator(keyring) if keyring is not None else None,
+            authorship=False if args.no_authorship else None,
+            insecure=args.insecure,
+            ssl_context=context,
+            origins=args.origin,
         )
         asyncio.run(_serve(relay))
     except ValueError as exc:
