@@ -345,9 +345,7 @@ class Relay:
                 "connections": len(self.connections),
                 "rooms": len(self.hub.rooms),
             }
-        response = _text(connection, http.HTTPStatus.OK, json.dumps(status))
-        response.headers["Content-Type"] = "application/json"
-        return response
+        return _body(connection, (json.dumps(status) + "\n").encode(), "application/json")
 
     async def _document(
         self, connection: ServerConnection, request: Request, query: str, path: str
@@ -372,11 +370,7 @@ class Relay:
         except StoreError as exc:
             logger.error("GET %s: %s", path, exc)
             return _text(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "storage unavailable")
-        response = connection.respond(http.HTTPStatus.OK, "")
-        response.body = state
-        response.headers["Content-Type"] = "application/octet-stream"
-        response.headers["Content-Length"] = str(len(state))
-        return response
+        return _body(connection, state, "application/octet-stream")
 
     # -- one connection ------------------------------------------------------------------------
 
@@ -638,6 +632,17 @@ def _bearer(request: Request, query: str) -> str | None:
 
 def _text(connection: ServerConnection, status: http.HTTPStatus, text: str) -> Response:
     return connection.respond(status, text + "\n")
+
+
+def _body(connection: ServerConnection, body: bytes, content_type: str) -> Response:
+    """200 with ``body`` of ``content_type`` (``respond`` only makes text)."""
+    response = connection.respond(http.HTTPStatus.OK, "")
+    del response.headers["Content-Type"]
+    del response.headers["Content-Length"]
+    response.headers["Content-Type"] = content_type
+    response.headers["Content-Length"] = str(len(body))
+    response.body = body
+    return response
 
 
 def _address(ws: ServerConnection) -> str:
