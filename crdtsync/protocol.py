@@ -127,6 +127,8 @@ class ErrorCode:
     """No valid HELLO within the relay's deadline."""
     DOCUMENT_TOO_LARGE: Final = "document_too_large"
     """The document would exceed the largest size the relay holds."""
+    TOO_MANY_CONNECTIONS: Final = "too_many_connections"
+    """Too many open connections from this address (HTTP 429 before the upgrade)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -679,8 +679,11 @@ class RelaySession:
         authenticate: Authenticate | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.relay_id = relay_id
+        self.counters: Counter[str] = Counter() if counters is None else counters
+        """ERROR codes sent, by code (the relay shares one counter across sessions)."""
         self.limits = limits
         self.name = name
         self.on_output = on_output
@@ -955,6 +958,7 @@ class RelaySession:
         self, code: str, message: str, doc_id: DocId | None = None, seq: int | None = None
     ) -> None:
         """Queue a non-fatal ERROR."""
+        self.counters[code] += 1
         logger.info("%r: error %s%s: %s", self, code, f" on {doc_id!r}" if doc_id else "", message)
         self._send(ErrorFrame(code, message, doc_id, seq, False))
 
@@ -969,6 +973,7 @@ class RelaySession:
             self.on_output()
 
     def _log_close(self, code: str, message: str) -> None:
+        self.counters[code] += 1
         logger.info("%r: closing (%s): %s", self, code, message)
 
     def frames_to_send(self) -> list[bytes]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -230,6 +231,8 @@ class Hub:
         (on by default with tokens: the subject is what owns a client id)."""
         self.wall_clock = wall_clock
         self.clock = clock
+        self.refusals: Counter[str] = Counter()
+        """ERROR codes (refusals, limits hit) sent to clients, by code."""
         """The host's monotonic time (awareness timestamps)."""
         self.limits = limits
         self.compact_min_bytes = compact_min_bytes
@@ -257,6 +260,7 @@ class Hub:
             authenticate=self.authenticate,
             clock=self.clock,
             wall_clock=self.wall_clock,
+            counters=self.refusals,
         )
         self.sessions.add(session)
         return session
@@ -280,6 +284,7 @@ class Hub:
             access=access,
             clock=self.clock,
             wall_clock=self.wall_clock,
+            counters=self.refusals,
         )
         self.sessions.add(session)
         self._dispatch(session, session.join(), 0)

@@ -278,10 +278,11 @@ class Relay:
         limit = self.limits.max_connections_per_address
         if limit and self._per_address.get(_address(connection), 0) >= limit:
             logger.warning("%s: over %d connections; refused", _peer(connection), limit)
+            self.hub.refusals[ErrorCode.TOO_MANY_CONNECTIONS] += 1
             return _text(
                 connection,
                 http.HTTPStatus.TOO_MANY_REQUESTS,
-                f"too_many_connections: at most {limit} per address",
+                f"{ErrorCode.TOO_MANY_CONNECTIONS}: at most {limit} per address",
             )
         if path == "/health":
             return self._health(connection, request, query)
@@ -319,11 +320,13 @@ class Relay:
                 else http.HTTPStatus.FORBIDDEN
             )
             logger.info("%s: token refused (%s): %s", _peer(connection), exc.code, exc.message)
+            self.hub.refusals[exc.code] += 1
             response = _text(connection, status, f"{exc.code}: {exc.message}")
             if status == http.HTTPStatus.UNAUTHORIZED:
                 response.headers["WWW-Authenticate"] = f'Bearer error="{exc.code}"'
             return response
         if doc_id is not None and not access.can_read(doc_id):
+            self.hub.refusals[ErrorCode.PERMISSION_DENIED] += 1
             return _text(
                 connection,
                 http.HTTPStatus.FORBIDDEN,
@@ -344,6 +347,7 @@ class Relay:
                 "relay": self.relay_id,
                 "connections": len(self.connections),
                 "rooms": len(self.hub.rooms),
+                "refusals": dict(self.hub.refusals),
             }
         return _body(connection, (json.dumps(status) + "\n").encode(), "application/json")
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any, ClassVar, Final
 
@@ -174,9 +175,16 @@ class YjsSession(RelaySession):
         access: Access | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        counters: Counter[str] | None = None,
     ) -> None:
         super().__init__(
-            relay_id, limits, name=name, on_output=on_output, clock=clock, wall_clock=wall_clock
+            relay_id,
+            limits,
+            name=name,
+            on_output=on_output,
+            clock=clock,
+            wall_clock=wall_clock,
+            counters=counters,
         )
         self.doc_id = doc_id
         self.replica_id = ReplicaId(f"yjs:{name or id(self)}")

@@ -198,6 +198,7 @@ def test_rate_limits_close_the_flooding_connection_only() -> None:
         hub.receive(flood, encode_frame(Update(D, doc.get_update(before), seq)))
     assert flood.close is not None and flood.close.code == 1013
     assert ErrorCode.RATE_LIMITED in flood.close.reason
+    assert hub.refusals[ErrorCode.RATE_LIMITED] == 1  # counted
     assert len([f for f in _frames(calm) if isinstance(f, Update)]) == 10
     clock.now += 1.0  # the calm one is unaffected
     hub.receive(calm, encode_frame(Update(D, _update("ok", 9), 1)))
@@ -229,6 +230,7 @@ def test_a_document_larger_than_the_limit_is_refused() -> None:
     hub.receive(session, encode_frame(Update(D, _update("b" * 2000, 2), 2)))
     (error,) = _errors(session)
     assert (error.code, error.seq) == (ErrorCode.DOCUMENT_TOO_LARGE, 2)
+    assert hub.refusals == {ErrorCode.DOCUMENT_TOO_LARGE: 1}
     assert hub.writes_waiting == 0 and session.close is None
 
 

@@ -236,7 +236,14 @@ async def test_http_endpoints_need_a_token(relay: Relay, replicas: list[Replica]
     status, body = await asyncio.to_thread(_get, relay, "/health")
     assert status == 200 and json.loads(body) == {"status": "ok"}
     status, body = await asyncio.to_thread(_get, relay, "/health", make_token())
-    assert json.loads(body)["connections"] == 1
+    health = json.loads(body)
+    assert health["connections"] == 1
+    # Refusals are counted by code.
+    assert health["refusals"] == {
+        ErrorCode.TOKEN_REQUIRED: 1,
+        ErrorCode.TOKEN_INVALID: 1,
+        ErrorCode.PERMISSION_DENIED: 1,
+    }
 
 
 # -- expiry, refresh, rotation --------------------------------------------------------------------
