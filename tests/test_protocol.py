@@ -14,6 +14,7 @@ from crdtsync.errors import ProtocolError
 from crdtsync.ids import DocId, ReplicaId
 from crdtsync.protocol import (
     Ack,
+    Auth,
     Awareness,
     ErrorFrame,
     Frame,
@@ -45,6 +46,7 @@ frames: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Ack, doc_ids, seqs),
     st.builds(Unsubscribe, doc_ids),
     st.builds(Awareness, doc_ids, blobs),
+    st.builds(Auth, st.text(min_size=1, max_size=200)),
     st.builds(
         ErrorFrame,
         st.text(max_size=30),
