@@ -967,8 +967,9 @@ class RelaySession:
         if self.close is not None:
             return
         self._log_close(code, message)
-        self._send(ErrorFrame(code, message, None, None, True))
         self.close = Close(close_code, f"{code}: {message}"[:120])
+        # Queued directly: push() sends nothing once the connection is closing.
+        self._out.append(encode_frame(ErrorFrame(code, message, None, None, True)))
         if self.on_output is not None:
             self.on_output()
 

@@ -31,14 +31,15 @@ from typing import Any
 import pycrdt
 import websockets
 from websockets.asyncio.server import Server, ServerConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidState
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Origin
 
 from crdtsync.errors import AuthError, StoreError
 from crdtsync.ids import DocId, check_doc_id
 from crdtsync.protocol import ErrorCode
-from crdtsync.session import Access, Authenticate, Limits, RelaySession
+from crdtsync.session import CLOSE_POLICY, Access, Authenticate, Limits, RelaySession
 from crdtsync.statevector import DeleteSet, StateVector, doc_state
 
 from .rooms import DEFAULT_COMPACT_MIN_BYTES, Hub, Room, RoomState, replay
@@ -397,6 +398,7 @@ class Relay:
             session = self.hub.open_session(name=peer, on_output=wake.set)
             logger.info("connection from %s", peer)
             binary = "frames are binary msgpack, not text"
+        session.on_output = lambda: self._output(ws, session, wake)
         writer = asyncio.get_running_loop().create_task(self._send_loop(ws, session, wake))
         try:
             async for message in ws:
@@ -431,6 +433,41 @@ class Relay:
             )
             if self.on_disconnect is not None:
                 self.on_disconnect(session)
+
+    def _output(self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event) -> None:
+        """The session queued frames: write them to the socket now, as websockets'
+        ``broadcast()`` does (no task switch per delivery, which would cost more than
+        the frame). The writer task takes over for the close, and whenever the
+        connection is not plainly open.
+
+        Backpressure: a client whose unsent bytes (the transport's buffer) exceed
+        ``max_queued_bytes`` is closed as a slow consumer."""
+        if session.close is not None or ws.protocol.state is not State.OPEN:
+            wake.set()
+            return
+        frames = session.frames_to_send()
+        if not frames:
+            return
+        protocol = ws.protocol
+        try:
+            for frame in frames:
+                protocol.send_binary(frame)
+            ws.send_data()
+        except (InvalidState, OSError, RuntimeError) as exc:
+            logger.info("%s: write failed (%s); the connection is closing", _peer(ws), exc)
+            wake.set()
+            return
+        buffered = ws.transport.get_write_buffer_size()
+        if buffered > self.limits.max_queued_bytes:
+            session.fail(
+                CLOSE_POLICY,
+                ErrorCode.SLOW_CONSUMER,
+                f"more than {self.limits.max_queued_bytes} bytes unsent; reconnect to resync",
+            )
+            # It is not reading: the close handshake cannot get through either, so
+            # _close gives up after its timeout and aborts the connection.
+            assert session.close is not None
+            self._spawn(_close(ws, session.close.code, session.close.reason), "slow consumer")
 
     async def _send_loop(
         self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event
