@@ -52,8 +52,14 @@ $(NODE_STAMP): $(JS_DIR)/package.json $(JS_DIR)/package-lock.json
 	npm ci --prefix $(JS_DIR) --no-audit --no-fund --loglevel=error
 	@touch $(NODE_STAMP)
 
+# The benchmark's peers (pinned, into benchmarks/.peers): their smoke tests in
+# tests/test_benchmarks.py run against them. Idempotent; quick once installed.
+.PHONY: peers
+peers: $(STAMP)
+	$(PY) -m benchmarks.peers
+
 ifeq ($(HAVE_NODE),yes)
-PYTEST_NODE = $(NODE_STAMP)
+PYTEST_NODE = $(NODE_STAMP) peers
 else
 PYTEST_NODE = node-missing
 endif

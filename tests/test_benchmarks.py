@@ -238,14 +238,18 @@ def test_one_room_split_over_two_load_generators_converges(tmp_path: Path) -> No
     "server",
     [
         pytest.param(
-            "y-websocket", marks=pytest.mark.skipif(not NODE_PEERS, reason="no node peers")
+            "y-websocket",
+            marks=pytest.mark.skipif(not NODE_PEERS, reason="node peers not installed: make peers"),
         ),
         pytest.param(
-            "hocuspocus", marks=pytest.mark.skipif(not NODE_PEERS, reason="no node peers")
+            "hocuspocus",
+            marks=pytest.mark.skipif(not NODE_PEERS, reason="node peers not installed: make peers"),
         ),
         pytest.param(
             "pycrdt-websocket",
-            marks=pytest.mark.skipif(not PYCRDT_WS_PEER, reason="pycrdt-websocket not set up"),
+            marks=pytest.mark.skipif(
+                not PYCRDT_WS_PEER, reason="pycrdt-websocket not set up: make peers"
+            ),
         ),
     ],
 )
