@@ -518,14 +518,27 @@ class Replica:
             return []
         return self._store.outbox(key)
 
-    def pending_batches(self, doc_id: str, max_bytes: int = 1 << 20) -> list[PendingBatch]:
+    def pending_batches(
+        self, doc_id: str, max_bytes: int = 1 << 20, *, state_vector: bytes | None = None
+    ) -> list[PendingBatch]:
         """The outbox of ``doc_id`` merged into as few updates as fit ``max_bytes`` each.
 
         Consecutive entries are merged with ``pycrdt.merge_updates`` in bounded
         groups. An entry larger than ``max_bytes`` on its own forms its own batch.
+
+        ``state_vector``: the state vector of the peer the batches are for. An
+        entry that needs items the peer lacks and no earlier entry carries (another
+        replica's changes the relay lost in a crash) then starts a new batch. A
+        merged batch spans a stretch of time: a change another replica made within
+        it can depend on the batch's start while the batch's end depends on that
+        change, and a peer that applies an update only once all it needs is there
+        (the relay and replicas do) would then wait for each of the two forever.
+        Entries are single transactions, so such a dependency can only point back
+        in time: with the rule above, no two batches can wait for each other.
         """
         if max_bytes <= 0:
             raise ValueError("max_bytes must be positive")
+        have = None if state_vector is None else decode_state_vector(state_vector)
         batches: list[PendingBatch] = []
         group: list[OutboxEntry] = []
         size = 0
@@ -536,7 +549,14 @@ class Replica:
             batches.append(PendingBatch(group[0].seq, group[-1].seq, update))
 
         for entry in self.outbox(doc_id):
-            if group and (size + len(entry.data) > max_bytes or len(group) >= _MERGE_GROUP):
+            waits = False
+            if have is not None:
+                summary = summarize_update(entry.data)
+                waits = bool(summary.missing(have))
+                have = summary.reach(have)
+            if group and (
+                waits or size + len(entry.data) > max_bytes or len(group) >= _MERGE_GROUP
+            ):
                 flush_group()
                 group, size = [], 0
             group.append(entry)

@@ -117,8 +117,12 @@ class SyncTarget(Protocol):
         """How many local updates of the document are not acknowledged."""
         ...
 
-    def pending_batches(self, doc_id: str, max_bytes: int = ...) -> Sequence[_Batch]:
-        """The outbox merged into updates of at most about ``max_bytes``."""
+    def pending_batches(
+        self, doc_id: str, max_bytes: int = ..., *, state_vector: bytes | None = ...
+    ) -> Sequence[_Batch]:
+        """The outbox merged into updates of at most about ``max_bytes``, for a peer
+        at ``state_vector``: no batch may wait for another replica's batch that
+        waits for it (see :meth:`crdtsync.Replica.pending_batches`)."""
         ...
 
     def acknowledge(self, doc_id: str, seq: int) -> None:
@@ -392,7 +396,10 @@ class ClientSession:
                 len(diff),
             )
             return
-        for batch in self._target.pending_batches(doc_id, self._limit - FRAME_OVERHEAD):
+        batches = self._target.pending_batches(
+            doc_id, self._limit - FRAME_OVERHEAD, state_vector=relay_sv
+        )
+        for batch in batches:
             if len(batch.update) + FRAME_OVERHEAD > self._limit:
                 logger.error(
                     "%r: outbox update %d is %d bytes, over the relay's frame limit of %d; "

@@ -68,13 +68,16 @@ class Applied:
     """What applying one incoming update did.
 
     ``store``: bytes to persist (what the document integrated, or the held
-    update); ``broadcast``: updates now integrated, to send to the other
-    subscribers; ``error``: why (part of) the update was refused, if it was.
+    update); ``broadcast``: what the document integrated of the update itself,
+    for every subscriber but its sender; ``released``: held updates it let the
+    document apply, for every subscriber *including* its sender (who lacks them
+    too); ``error``: why (part of) the update was refused, if it was.
     """
 
     store: list[bytes]
     broadcast: list[bytes]
     error: str | None = None
+    released: list[bytes] = field(default_factory=list)
 
 
 @dataclass(slots=True, eq=False)
@@ -180,7 +183,7 @@ class Room:
     def _release(self, update: bytes) -> Applied:
         """Apply held updates whose dependencies are now present."""
         store = [update]
-        broadcast = [update]
+        released: list[bytes] = []
 
         def apply_held(data: bytes) -> None:
             before = self.doc.get_state()
@@ -191,13 +194,13 @@ class Room:
                 part = self.doc.get_update(before)
                 logger.warning("%r: pycrdt refused a held update part-way: %s", self, exc)
                 store.append(part)  # what the room integrated is what gets stored and sent
-                broadcast.append(part)
+                released.append(part)
                 return
-            broadcast.append(data)
+            released.append(data)
 
         release_ready(self.doc, self.held, apply_held)
         self.sv = decode_state_vector(self.doc.get_state())
-        return Applied(store, broadcast)
+        return Applied(store, [update], released=released)
 
 
 class Hub:
@@ -468,6 +471,8 @@ class Hub:
             seq = None
         for data in applied.broadcast:
             self._fanout(room, session, data)
+        for data in applied.released:
+            self._fanout(room, None, data)  # the sender lacks what its update released too
         for client, subject in claims:
             room.claims[client] = subject
         if applied.store:
@@ -530,7 +535,7 @@ class Hub:
         except InvalidUpdateError as exc:
             logger.warning("%r: invalid update from another relay process: %s", room, exc)
             return
-        for data in applied.broadcast:
+        for data in (*applied.broadcast, *applied.released):
             self._fanout(room, None, data)
 
     # -- loading -------------------------------------------------------------------------

@@ -1,305 +1,540 @@
 """A simulated network that hypothesis (or a seeded random soak) controls, over
-the product's own sans-I/O objects: real :class:`~crdtsync.Replica` objects on
-real stores (memory or SQLite files), their :class:`~crdtsync.session.ClientSession`,
-and the relay's :class:`~relay.rooms.Hub` with its storage (a dict, or the real
-:class:`~relay.storage.SQLiteStorage` driven on a private event loop).
+the product's own objects: real :class:`~crdtsync.Replica` objects on real
+stores (memory, or SQLite files), their :class:`~crdtsync.session.ClientSession`,
+and a :class:`relay.Relay` that is never started (no sockets): the test plays
+its host, driving its sans-I/O :class:`~relay.rooms.Hub` and its real storage
+(:class:`relay.storage.MemoryStorage` or :class:`relay.storage.SQLiteStorage`)
+on a private event loop. Nothing of the protocol is re-implemented here: the
+test only moves bytes and decides when each thing happens.
 
-What the network does, and why it is a fair adversary:
+What the network may do, and why each is something the product must survive:
 
-- Every connection is a pair of FIFO queues (a websocket is ordered and
-  reliable while it lasts); *which* queue moves next is free, so frames are
-  reordered across connections arbitrarily.
-- A frame can be duplicated in its queue when it is an UPDATE: CRDT updates
-  must be idempotent in both directions.
-- Losing frames means losing a connection: a cut drops everything in flight
-  both ways (a websocket never loses one frame and delivers the next; ACKs
-  rely on that order). Partitions keep a set of replicas cut off.
-- A replica crash drops the Replica object without any goodbye and reopens
-  its store (in-memory state lost); a relay crash drops the hub, its rooms and
-  the writes it had not committed, and reopens its storage.
-- Storage commits happen when the scenario says so, so ACKs wait for them.
+- **Reordering across connections.** Every connection is a pair of FIFO queues
+  (a websocket is ordered and loses nothing while it lasts); *which* queue
+  moves next is free, so frames of different connections interleave in any
+  order. Frames are never reordered within a connection: the relay's ACK of
+  ``seq`` covers every lower one, which relies on that order.
+- **Duplicates.** An UPDATE can be delivered twice on its connection (both
+  directions): CRDT updates are idempotent and both ends must accept them
+  again (DESIGN.md guarantee 3). Duplicates also arise for real: a replica
+  resends its unacknowledged outbox on every new connection, and frames of an
+  old connection can reach the relay after the new one has resent them.
+- **Drops are connection losses.** A websocket never loses one frame and
+  delivers the next, so losing frames means losing the connection. The two
+  ends notice at different times, as over TCP:
+
+  * ``drop``: the replica notices first (it reconnects when it likes); a
+    prefix of the frames it had sent still reaches the relay afterwards, even
+    after its new connection resent them; the relay notices later (``late``).
+  * ``relay_drop``: the relay notices first (its session is closed); a prefix
+    of what it had sent still reaches the replica, which notices when it has
+    read everything.
+  * a partition cuts a set of replicas off (nothing in flight survives) and
+    keeps them from reconnecting until it heals.
+- **Crashes.** A crash keeps exactly what a ``kill -9`` keeps: the store's
+  bytes at that instant (a copy of the SQLite files, WAL included, or of the
+  memory store's data). The dead process's objects are then closed, and
+  whatever they write while closing goes to the discarded original. A
+  crashed replica restarts at once from the copy (so an SQLite store takes
+  its unclean-shutdown path: new client ids); frames it had sent may still
+  reach the relay. A crashed relay loses its rooms, its sessions, its loads,
+  its uncommitted writes and its pending compactions; replicas may still read
+  what it had sent before they notice.
+- **Storage timing.** Loads, group commits and compactions happen when the
+  scenario says so: ACKs wait for commits, requests wait for loads, and
+  compactions run between other events (with the relay host's own
+  compaction code, ``Relay._compact``). Small compaction thresholds make both
+  the replicas' stores and the relay's storage compact often.
+
+No ERROR frame is expected anywhere: the network is hostile, but every peer
+is honest and no limit is in force.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
+import contextlib
+import dataclasses
+import random
 import shutil
 import tempfile
 from collections import Counter, deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pycrdt
 
+import crdtsync.replica
 from crdtsync import Replica
 from crdtsync.events import DocumentOpened, LocalUpdate, ReplicaEvent
 from crdtsync.ids import DocId
-from crdtsync.protocol import Ack, Update, decode_frame
+from crdtsync.protocol import Ack, ErrorFrame, Update, decode_frame
 from crdtsync.replica import _rebuild
 from crdtsync.session import ClientSession, Limits, RelaySession
-from crdtsync.statevector import doc_state
-from crdtsync.store.memory import MemoryData, MemoryStore
-from relay.rooms import Hub, Write, replay
-from relay.storage import SQLiteStorage, StoredRoom, StoredUpdate
+from crdtsync.statevector import DeleteSet, doc_state
+from crdtsync.update import summarize_update
+from relay import Relay
+from relay.rooms import Hub, replay
+
+from .disks import RelayDisk, ReplicaDisk
+from .edits import apply_edit, content, tokens_in
 
 D = DocId("doc")
 LIMITS = Limits(max_updates_per_second=0, max_bytes_per_second=0)
-TOKEN = re.compile(r"<(\d+)\.(\d+)>")
+BACKENDS = ("memory", "sqlite")
 
 
-class DictStorage:
-    """The relay's storage as a dict that survives relay crashes."""
-
-    def __init__(self) -> None:
-        self.log: list[StoredUpdate] = []
-
-    def load(self, doc_id: DocId) -> StoredRoom:
-        return StoredRoom(doc_id, None, 0, list(self.log))
-
-    def append(self, writes: list[Write]) -> list[int]:
-        first = len(self.log) + 1
-        self.log.extend(StoredUpdate(first + i, w.update) for i, w in enumerate(writes))
-        return list(range(first, first + len(writes)))
-
-    def reopen(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-class SQLiteRelayStorage:
-    """The real SQLite relay storage, driven synchronously on a private loop."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.loop = asyncio.new_event_loop()
-        self.storage = self._open()
-
-    def _open(self) -> SQLiteStorage:
-        storage = SQLiteStorage(self.path, synchronous="normal")
-        self.loop.run_until_complete(storage.open())
-        return storage
-
-    def load(self, doc_id: DocId) -> StoredRoom:
-        return self.loop.run_until_complete(self.storage.load(doc_id))
-
-    def append(self, writes: list[Write]) -> list[int]:
-        batch = [(w.doc_id, w.update) for w in writes]
-        return self.loop.run_until_complete(self.storage.append(batch))
-
-    def reopen(self) -> None:
-        """A relay crash: what was committed is what the next process finds."""
-        self.loop.run_until_complete(self.storage.close())
-        self.storage = self._open()
-
-    def close(self) -> None:
-        self.loop.run_until_complete(self.storage.close())
-        self.loop.close()
+# -- connections and replicas ------------------------------------------------------------------
 
 
 @dataclass(eq=False)
 class Link:
-    """One connection: the client session, its relay session, frames in flight."""
+    """One websocket connection and what is in flight on it, each way.
 
+    ``client_open``/``relay_open``: whether each end still uses the connection
+    (each notices its end at its own time). Frames sent to an end that has
+    stopped reading are lost.
+    """
+
+    index: int
     relay: RelaySession
     up: deque[bytes] = field(default_factory=deque)
     down: deque[bytes] = field(default_factory=deque)
+    client_open: bool = True
+    relay_open: bool = True
 
 
 @dataclass(eq=False)
 class Node:
-    """One replica, its session, and what it wrote (for the invariants)."""
+    """One replica, its session, its connection, and the record of what it wrote and
+    what the relay acknowledged (kept across its restarts, for the invariants)."""
 
     index: int
-    replica: Replica
-    session: ClientSession
+    disk: ReplicaDisk
+    replica: Replica = field(init=False)
+    session: ClientSession = field(init=False)
     link: Link | None = None
-    outbox: dict[int, bytes] = field(default_factory=dict)  # seq -> update (local changes)
-    acked: int = 0  # highest seq the relay acknowledged
-    checked: int = 0  # acknowledged seqs up to this one were found in storage
+    local: dict[int, bytes] = field(default_factory=dict)  # seq -> local update, as stored
+    acked: int = 0  # highest seq an ACK covered
+    errors: list[ErrorFrame] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.replica.close()  # the replica of the moment (it changes with restarts)
 
 
 class Network:
-    """N replicas and one relay; every decision is made by the caller."""
+    """``size`` replicas and one relay; every decision is the caller's."""
 
-    def __init__(self, size: int, backend: str) -> None:
+    def __init__(
+        self,
+        size: int,
+        backend: str,
+        *,
+        replica_compact_bytes: int = 1 << 18,
+        relay_compact_bytes: int = 1 << 18,
+        max_frame: int = LIMITS.max_frame,
+        seed: int = 0,
+    ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}")
+        # Client ids decide the order of concurrent inserts: draw them from ``seed``
+        # so that a scenario replays exactly (hypothesis shrinks by replaying).
+        ids = random.Random(seed)
+        self.size = size
         self.backend = backend
+        self.relay_compact_bytes = relay_compact_bytes
+        self.limits = dataclasses.replace(LIMITS, max_frame=max_frame)
         self.dir = Path(tempfile.mkdtemp(prefix="crdtsync-net-"))
-        self.store_data = [MemoryData() for _ in range(size)]
-        self.storage: DictStorage | SQLiteRelayStorage = (
-            DictStorage() if backend == "memory" else SQLiteRelayStorage(self.dir / "relay.db")
-        )
-        self.nodes = [self._start(i) for i in range(size)]
+        self.loads: list[DocId] = []
+        self.compactions: list[DocId] = []
+        self.nodes: list[Node] = []
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(
+                mock.patch.object(
+                    crdtsync.replica, "_new_client_id", lambda: ids.randrange(1, 1 << 32)
+                )
+            )
+            stack.callback(shutil.rmtree, self.dir, ignore_errors=True)
+            self.disk = RelayDisk(backend, self.dir)
+            stack.callback(self.disk.close)
+            self.relay = self._start_relay()
+            for i in range(size):
+                node = Node(i, ReplicaDisk(backend, self.dir, i, replica_compact_bytes))
+                self._boot(node)
+                stack.callback(node.close)
+                self.nodes.append(node)
+            self._cleanup = stack.pop_all()  # close() unwinds all of it
+        self.orphans: list[Link] = []  # the replica has left them; the relay has not noticed
         self.partitioned: set[int] = set()
         self.written: set[tuple[int, int]] = set()  # tokens (replica, n) ever written
         self.counter = 0
-        self._loads: list[DocId] = []
-        self.hub = self._hub()
+        self.clock = 0.0
+        self.storage_version = 0  # bumped by every change to the relay's storage
+        self._checked_version = -1
+        self._checked_acks: list[int] = []
+        self.stats: Counter[str] = Counter()
+        """How often interesting situations arose (reported as hypothesis events)."""
+        self.log: list[str] = []
+        """What happened, in words (printed with a failing example)."""
 
-    # -- life cycle -------------------------------------------------------------------------
+    @property
+    def hub(self) -> Hub:
+        return self.relay.hub
 
-    def _hub(self) -> Hub:
-        self._loads = []
-        return Hub("sim-relay", LIMITS, on_load=self._loads.append)
+    # -- life cycle ---------------------------------------------------------------------------
 
-    def _start(self, index: int) -> Node:
-        if self.backend == "memory":
-            replica = Replica(store=MemoryStore(self.store_data[index]))
-        else:
-            replica = Replica(self.dir / f"replica-{index}.db", durability="normal")
-        replica.open(D)
+    def _start_relay(self) -> Relay:
+        """A relay process over the storage on disk. Never started: the network is its
+        I/O layer (loads, commits and compactions happen when the scenario says)."""
+        self.loads = []
+        self.compactions = []
+        relay = Relay(
+            self.disk.storage,
+            limits=self.limits,
+            relay_id="sim-relay",
+            compact_min_bytes=self.relay_compact_bytes,
+        )
+        relay.hub.on_load = self.loads.append
+        relay.hub.on_write = _nothing
+        relay.hub.on_compact = self.compactions.append
+        return relay
+
+    def _boot(self, node: Node) -> None:
+        """Open the replica's store and its session (after a crash: from what survived)."""
+        replica = node.disk.open()
         session = ClientSession(replica, replica.replica_id)
+        node.replica, node.session, node.link = replica, session, None
+        replica.open(D)
         session.add_document(D)
-        node = Node(index, replica, session)
-        node.acked = replica._store.document_info(D).acked_seq  # type: ignore[union-attr]
 
         def on_event(event: ReplicaEvent) -> None:
             if isinstance(event, LocalUpdate):
-                node.outbox[event.seq] = event.update
+                node.local[event.seq] = event.update
                 session.local_update(event.doc_id, event.seq, event.update)
             elif isinstance(event, DocumentOpened):
                 session.add_document(event.doc_id)
 
         replica.observe(on_event)
-        return node
 
     def close(self) -> None:
-        for node in self.nodes:
-            node.replica.close()
-        self.storage.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self._cleanup.close()
 
-    # -- connections ------------------------------------------------------------------------
+    # -- connections --------------------------------------------------------------------------
 
-    def connect(self, i: int) -> None:
+    def connect(self, i: int) -> bool:
+        """Replica ``i`` opens a new connection (if it has none and can reach the relay)."""
         node = self.nodes[i]
         if node.link is not None or i in self.partitioned:
-            return
-        node.link = Link(self.hub.open_session(name=f"r{i}"))
+            return False
+        node.link = Link(i, self.hub.open_session(name=f"r{i}"))
+        self.log.append(f"r{i} connects")
         node.session.connecting()
         node.session.connected()
+        self.pump(i)
+        return True
 
-    def cut(self, i: int) -> None:
-        """The connection ends: whatever is in flight is lost, both ways."""
+    def drop(self, i: int, keep: int = 0) -> bool:
+        """Replica ``i``'s connection breaks and the replica notices first: ``keep`` of
+        the frames it had sent still reach the relay later (see :meth:`late`)."""
         node = self.nodes[i]
-        if node.link is None:
-            return
-        self.hub.close_session(node.link.relay)
+        link = node.link
+        if link is None:
+            return False
         node.session.connection_lost()
+        self.log.append(f"r{i} loses its connection ({len(link.up)} sent, {keep} still arrive)")
         node.link = None
+        link.client_open = False
+        link.down.clear()
+        while len(link.up) > keep:
+            link.up.pop()
+        if link.relay_open:
+            self.orphans.append(link)
+        return True
+
+    def relay_drop(self, i: int, keep: int = 0) -> bool:
+        """Replica ``i``'s connection breaks and the relay notices first: ``keep`` of the
+        frames it had sent still reach the replica, which notices after them."""
+        link = self.nodes[i].link
+        if link is None or not link.relay_open:
+            return False
+        self._relay_closes(link)
+        self.log.append(f"the relay drops r{i} ({len(link.down)} sent, {keep} still arrive)")
+        while len(link.down) > keep:
+            link.down.pop()
+        return True
+
+    def _relay_closes(self, link: Link) -> None:
+        link.relay_open = False
+        link.up.clear()
+        self.hub.close_session(link.relay)
+
+    def late(self, k: int) -> bool:
+        """The relay reads the next frame a replica sent on a connection the replica has
+        already left; when none is left, the relay notices the connection is gone."""
+        if not self.orphans:
+            return False
+        link = self.orphans[k % len(self.orphans)]
+        if link.up:
+            if self.nodes[link.index].link is not None:
+                self.stats["a frame of an old connection arrived after a reconnect"] += 1
+            data = link.up.popleft()
+            self.log.append(f"relay <- r{link.index} (old connection): {describe(data)}")
+            self._receive(link, data)
+        else:
+            self.orphans.remove(link)
+            self._relay_closes(link)
+            self.log.append(f"the relay notices r{link.index}'s old connection is gone")
+        return True
 
     def partition(self, members: set[int]) -> None:
-        for i in members:
-            self.cut(i)
+        """Cut ``members`` off: their connections die with everything in flight, and they
+        cannot reconnect until :meth:`heal`."""
+        for i in sorted(members):
+            link = self.nodes[i].link
+            if link is not None:
+                self.drop(i)
+                if link.relay_open:
+                    self.orphans.remove(link)
+                    self._relay_closes(link)
         self.partitioned |= members
+        self.log.append(f"partition {sorted(members)}")
 
     def heal(self) -> None:
+        if self.partitioned:
+            self.log.append("the partition heals")
         self.partitioned.clear()
 
     def crash_replica(self, i: int) -> None:
-        """The replica's process dies: nothing but its store survives."""
-        self.cut(i)
+        """Replica ``i``'s process dies and restarts from what its store holds; frames
+        it had sent may still reach the relay. Its document must come back whole."""
         node = self.nodes[i]
-        # Every change is stored before the call that made it returns, so closing
-        # releases the store and loses exactly what a crash loses: the objects.
-        node.replica.close()
-        old = node
-        self.nodes[i] = self._start(i)
-        self.nodes[i].outbox = old.outbox
-        self.nodes[i].acked = max(self.nodes[i].acked, old.acked)
-        self.nodes[i].checked = old.checked
+        if node.replica.pending(D):
+            self.stats["a replica crashed with changes pending"] += 1
+        if node.link is not None:
+            self.drop(i, keep=len(node.link.up))
+        self.log.append(f"r{i} crashes and restarts")
+        before = doc_state(node.replica.open(D)), content(node.replica.open(D))
+        node.disk.crash(node.replica)
+        self._boot(node)
+        after = doc_state(node.replica.open(D)), content(node.replica.open(D))
+        assert after == before, f"replica {i} lost changes in a restart: {before} -> {after}"
 
     def crash_relay(self) -> None:
-        """The relay's process dies: rooms and uncommitted writes are lost."""
-        for i in range(len(self.nodes)):
-            self.cut(i)
-        self.hub = self._hub()
-        self.storage.reopen()
+        """The relay's process dies and restarts from what its storage holds."""
+        if self.hub.writes_waiting:
+            self.stats["the relay crashed with writes not committed"] += 1
+        for link in [node.link for node in self.nodes if node.link is not None] + self.orphans:
+            link.relay_open = False
+            link.up.clear()
+        self.orphans = []
+        self.log.append(f"the relay crashes ({self.hub.writes_waiting} writes not committed)")
+        self.disk.crash()
+        self.relay = self._start_relay()
+        self.storage_version += 1
 
-    # -- moving frames ----------------------------------------------------------------------
+    # -- moving frames --------------------------------------------------------------------------
 
     def pump(self, i: int) -> None:
-        """Collect what replica ``i`` wants to send into its link (or drop it if offline)."""
+        """Put what replica ``i`` sends on its connection (lost if the relay stopped reading)."""
         node = self.nodes[i]
         frames = node.session.frames_to_send()
-        if node.link is not None:
+        if node.link is not None and node.link.relay_open:
             node.link.up.extend(frames)
 
+    def _collect(self) -> None:
+        """Put what the relay sends on each connection, and close what it decided to close."""
+        for link in [node.link for node in self.nodes if node.link is not None] + self.orphans:
+            if not link.relay_open:
+                continue
+            frames = link.relay.frames_to_send()
+            if link.client_open:
+                link.down.extend(frames)
+            if link.relay.close is not None:
+                if link in self.orphans:
+                    self.orphans.remove(link)
+                self._relay_closes(link)
+
     def deliver_up(self, i: int, duplicate: bool = False) -> bool:
-        node = self.nodes[i]
+        """The relay reads the next frame from replica ``i``'s connection."""
+        link = self.nodes[i].link
         self.pump(i)
-        if node.link is None or not node.link.up:
+        if link is None or not link.relay_open or not link.up:
             return False
-        data = node.link.up.popleft()
-        if duplicate and isinstance(decode_frame(data), Update):
-            node.link.up.appendleft(data)
-        self.hub.receive(node.link.relay, data)
-        self._loads_done()
-        self._collect(i)
+        data = link.up.popleft()
+        twice = duplicate and isinstance(decode_frame(data), Update)
+        if twice:
+            link.up.appendleft(data)
+        self.log.append(f"relay <- r{i}: {describe(data)}" + (" (twice)" if twice else ""))
+        self._receive(link, data)
         return True
 
+    def _receive(self, link: Link, data: bytes) -> None:
+        self.hub.receive(link.relay, data)
+        room = self.hub.rooms.get(D)
+        if room is not None and room.held:
+            self.stats["the relay held an update for its dependencies"] += 1
+        self._collect()
+
     def deliver_down(self, i: int, duplicate: bool = False) -> bool:
+        """Replica ``i`` reads the next frame from its connection, or notices that the
+        relay closed it once nothing is left to read."""
         node = self.nodes[i]
-        self._collect(i)
-        if node.link is None or not node.link.down:
+        link = node.link
+        self._collect()
+        if link is None:
             return False
-        data = node.link.down.popleft()
-        frame = decode_frame(data)
-        if duplicate and isinstance(frame, Update):
-            node.link.down.appendleft(data)
+        if not link.down:
+            if link.relay_open:
+                return False
+            self.log.append(f"r{i} notices the relay closed its connection")
+            self.drop(i)  # the close arrives after the data
+            return True
+        data = link.down.popleft()
+        frame = decode_frame(data, 1 << 30)
+        twice = duplicate and isinstance(frame, Update)
+        if twice:
+            link.down.appendleft(data)
+        self.log.append(f"r{i} <- relay: {describe(data)}" + (" (twice)" if twice else ""))
         if isinstance(frame, Ack):
             node.acked = max(node.acked, frame.seq)
+            self.stats["a replica received an ACK"] += 1
+        elif isinstance(frame, ErrorFrame):
+            node.errors.append(frame)
         node.session.receive(data)
         self.pump(i)
         return True
 
-    def _collect(self, i: int) -> None:
-        """Move the relay's output for every connection into the links."""
-        for node in self.nodes:
-            if node.link is None:
-                continue
-            node.link.down.extend(node.link.relay.frames_to_send())
-            if node.link.relay.close is not None:
-                self.cut(node.index)
+    # -- the relay's host: storage ------------------------------------------------------------
 
-    def _loads_done(self) -> None:
-        while self._loads:
-            doc_id = self._loads.pop(0)
-            self.hub.loaded(doc_id, self.storage.load(doc_id))
+    def load(self) -> bool:
+        """Storage answers the oldest pending room load."""
+        if not self.loads:
+            return False
+        doc_id = self.loads.pop(0)
+        self.log.append("storage loads the room")
+        self.hub.loaded(doc_id, self.disk.load(doc_id))
+        self._collect()
+        return True
 
     def commit(self) -> bool:
-        """One storage commit of everything the hub has waiting (ACKs follow)."""
+        """One group commit of every write the hub has waiting; the ACKs follow."""
         writes = self.hub.take_writes()
         if not writes:
             return False
-        self.hub.written(writes, self.storage.append(writes))
-        for node in self.nodes:
-            if node.link is not None:
-                node.link.down.extend(node.link.relay.frames_to_send())
+        ids = self.disk.append([(w.doc_id, w.update) for w in writes])
+        self.log.append(f"storage commits {len(writes)} update(s)")
+        self.storage_version += 1
+        self.hub.written(writes, ids)
+        self._collect()
         return True
 
-    def quiesce(self, limit: int = 10_000) -> None:
-        """Deliver everything, in a fixed order, until nothing moves."""
+    def compact(self) -> bool:
+        """The relay host runs the oldest pending compaction (its own code)."""
+        if not self.compactions:
+            return False
+        doc_id = self.compactions.pop(0)
+        self.disk.run(self.relay._compact(doc_id))
+        self.stats["the relay compacted its storage"] += 1
+        self.log.append("the relay compacts its storage")
+        self.storage_version += 1
+        return True
+
+    def janitor(self) -> list[DocId]:
+        """Time passes: the relay unloads rooms nobody uses (they reload from storage)."""
+        self.clock += 1.0
+        unloaded = self.hub.unload_idle(self.clock, 0.5)
+        if unloaded:
+            self.log.append("the relay unloads the idle room")
+        return unloaded
+
+    def ready(self, edits: bool = True) -> list[tuple[str, int]]:
+        """Every event that can happen now, in a fixed order: a local edit by any
+        replica (unless ``edits`` is False); a replica (re)connecting; a frame
+        the relay can read (``up``) or a replica can read (``down``, which is
+        also how a replica notices that the relay closed); a frame of an
+        abandoned connection (``late``); a room load, a group commit, a
+        compaction; the partition healing."""
+        self._collect()
+        events = [("edit", i) for i in range(self.size)] if edits else []
+        for i, node in enumerate(self.nodes):
+            self.pump(i)
+            link = node.link
+            if link is None:
+                if i not in self.partitioned:
+                    events.append(("connect", i))
+                continue
+            if link.relay_open and link.up:
+                events.append(("up", i))
+            if link.down or not link.relay_open:
+                events.append(("down", i))
+        events.extend(("late", k) for k in range(len(self.orphans)))
+        if self.loads:
+            events.append(("load", 0))
+        if self.hub.writes_waiting:
+            events.append(("commit", 0))
+        if self.compactions:
+            events.append(("compact", 0))
+        if self.partitioned:
+            events.append(("heal", 0))
+        return events
+
+    def step(
+        self,
+        choice: int,
+        duplicate: bool = False,
+        edit: tuple[str, int, int] | None = ("text_insert", 0, 0),
+    ) -> str:
+        """Make ready event number ``choice`` (modulo how many are ready) happen.
+        ``duplicate`` delivers an UPDATE frame twice; ``edit`` is ``(kind, a, b)``
+        for :meth:`edit`, or None to leave edits out. Returns what happened
+        (``""`` if nothing was ready)."""
+        events = self.ready(edits=edit is not None)
+        if not events:
+            return ""
+        kind, i = events[choice % len(events)]
+        if kind == "edit" and edit is not None:
+            self.edit(i, *edit)
+            return kind
+        if kind == "connect":
+            self.connect(i)
+        elif kind == "up":
+            self.deliver_up(i, duplicate)
+        elif kind == "down":
+            self.deliver_down(i, duplicate)
+        elif kind == "late":
+            self.late(i)
+        elif kind == "load":
+            self.load()
+        elif kind == "commit":
+            self.commit()
+        elif kind == "compact":
+            self.compact()
+        else:
+            self.heal()
+        return kind
+
+    def quiesce(self, limit: int = 20_000) -> None:
+        """Reconnect whoever can, and deliver everything until nothing moves."""
         for _ in range(limit):
-            moved = self.commit()
-            for i in range(len(self.nodes)):
+            moved = False
+            for i in range(self.size):
+                moved |= self.connect(i)
+            while self.load() or self.commit() or self.compact() or self.late(0):
+                moved = True
+            for i in range(self.size):
                 while self.deliver_up(i):
                     moved = True
                 while self.deliver_down(i):
                     moved = True
-            self._loads_done()
             if not moved:
                 return
         raise AssertionError("the network did not go quiet")
 
-    # -- edits ------------------------------------------------------------------------------
+    # -- edits ----------------------------------------------------------------------------------
 
     def token(self, i: int) -> str:
+        """New content nobody else writes: ``<replica.n>``."""
         self.counter += 1
         self.written.add((i, self.counter))
         return f"<{i}.{self.counter}>"
@@ -308,144 +543,179 @@ class Network:
         return self.nodes[i].replica.open(D)
 
     def edit(self, i: int, kind: str, a: int, b: int) -> None:
-        """One local change by replica ``i`` (``a``/``b`` pick positions and options)."""
-        doc = self.doc(i)
-        text = doc.get("t", type=pycrdt.Text)
-        array = doc.get("a", type=pycrdt.Array)
-        mapping = doc.get("m", type=pycrdt.Map)
-        length = len(str(text))
-        # Text holds whole tokens only: inserts go between tokens, deletes take
-        # whole tokens (so no deletion can splice a token that nobody wrote).
-        spans = [m.span() for m in TOKEN.finditer(str(text))]
-        if kind == "text_insert":
-            attrs = {"bold": True} if b % 3 == 0 else None
-            at = ([0] + [end for _, end in spans])[a % (len(spans) + 1)]
-            text.insert(at, self.token(i), attrs=attrs)
-        elif kind == "text_delete" and spans:
-            start, end = spans[a % len(spans)]
-            del text[start:end]
-        elif kind == "text_format" and length:
-            start = a % length
-            text.format(start, min(length, start + 1 + b % 5), {"italic": b % 2 == 0})
-        elif kind == "array_insert":
-            array.insert(a % (len(array) + 1), self.token(i))
-        elif kind == "array_delete" and len(array):
-            del array[a % len(array)]
-        elif kind == "array_move" and len(array):
-            # pycrdt 0.14 has no Array.move: a move is a delete and an insert in one
-            # transaction; the moved element is new content (a new token).
-            with doc.transaction():
-                del array[a % len(array)]
-                array.insert(b % (len(array) + 1), self.token(i))
-        elif kind == "map_set":
-            mapping[f"k{a % 5}"] = self.token(i)
-        elif kind == "map_delete":
-            key = f"k{a % 5}"
-            if key in mapping:
-                del mapping[key]
-        elif kind == "nested":
-            mapping[f"n{a % 3}"] = pycrdt.Map(
-                {"list": pycrdt.Array([self.token(i)]), "note": pycrdt.Text(self.token(i))}
-            )
-        elif kind == "nested_edit":
-            nested = mapping.get(f"n{a % 3}")
-            if isinstance(nested, pycrdt.Map):
-                inner = nested.get("list")
-                if isinstance(inner, pycrdt.Array):
-                    inner.append(self.token(i))
-        elif kind == "transaction":
-            with doc.transaction():
-                text.insert(0, self.token(i))
-                mapping[f"k{b % 5}"] = self.token(i)
-                array.append(self.token(i))
+        """One local change (one transaction) by replica ``i``: see
+        :func:`tests.edits.apply_edit`."""
+        self.log.append(f"r{i} edits: {kind} {a} {b}")
+        apply_edit(self.doc(i), kind, a, b, lambda: self.token(i))
         self.pump(i)
 
-    # -- invariants -------------------------------------------------------------------------
+    # -- invariants ---------------------------------------------------------------------------
 
-    def stored_doc(self) -> pycrdt.Doc[Any]:
-        doc, _ = replay(self.storage.load(D))
-        return doc
+    def stored(self) -> tuple[pycrdt.Doc[Any], list[bytes]]:
+        """The relay's storage as a restarted relay loads it: the document, and the
+        updates it holds for missing dependencies."""
+        doc, held = replay(self.disk.load(D))
+        return doc, [item.update for item in held]
 
     def check_acked_are_stored(self) -> None:
-        """(1) Every update the relay acknowledged is in its storage."""
-        if all(node.checked >= node.acked for node in self.nodes):
+        """(1) Every local update an ACK covered is in the relay's storage (what a
+        restarted relay loads): integrated there, or held for its dependencies."""
+        acks = [node.acked for node in self.nodes]
+        if self._checked_version == self.storage_version and self._checked_acks == acks:
             return
-        stored = self.stored_doc()
-        state = doc_state(stored)
+        doc, held = self.stored()
+        have = Coverage(doc, held)
         for node in self.nodes:
-            for seq, update in node.outbox.items():
-                if node.checked < seq <= node.acked:
-                    stored.apply_update(update)
-                    assert doc_state(stored) == state, (
-                        f"replica {node.index}: acknowledged change {seq} is not stored"
+            for seq, update in node.local.items():
+                if seq <= node.acked:
+                    missing = have.missing(update)
+                    assert not missing, (
+                        f"replica {node.index}: acknowledged change {seq} is not in the "
+                        f"relay's storage (missing {missing})"
                     )
-            # Storage only grows (no compaction here): checked once is checked.
-            node.checked = max(node.checked, node.acked)
+        self._checked_version, self._checked_acks = self.storage_version, acks
 
     def check_replicas_stored(self) -> None:
-        """(2) Every change a replica's call returned from is in its store."""
+        """(2) Every change a replica's call returned from is in its store: the store,
+        rebuilt from scratch as a restart does, equals the live document."""
         for node in self.nodes:
-            stored = node.replica._store.load_document(D)
-            assert stored is not None
-            rebuilt, _, _ = _rebuild(stored)
-            assert doc_state(rebuilt) == doc_state(node.replica.open(D)), (
+            loaded = node.replica.store.load_document(D)
+            assert loaded is not None
+            rebuilt, _, _ = _rebuild(loaded)
+            assert doc_state(rebuilt) == doc_state(self.doc(node.index)), (
                 f"replica {node.index}: its store lacks what its document holds"
             )
 
     def check_no_foreign_content(self) -> None:
-        """(3) Nothing appears that no replica wrote, and nothing twice."""
-        for node in self.nodes:
-            tokens = Counter(tokens_in(node.replica.open(D)))
-            for token, count in tokens.items():
-                assert token in self.written, f"replica {node.index}: {token} was never written"
-                assert count == 1, f"replica {node.index}: {token} appears {count} times"
+        """(3) No document holds content nobody wrote, or anything twice."""
+        docs = [(f"replica {node.index}", self.doc(node.index)) for node in self.nodes]
+        room = self.hub.rooms.get(D)
+        if room is not None:
+            docs.append(("the relay's room", room.doc))
+        for name, doc in docs:
+            for token, count in Counter(tokens_in(doc)).items():
+                assert token in self.written, f"{name}: {token} was never written"
+                assert count == 1, f"{name}: {token} appears {count} times"
 
-    # -- the end ----------------------------------------------------------------------------
+    def check_no_errors(self) -> None:
+        """(4) Honest peers: the relay never refuses anything a replica sends."""
+        for node in self.nodes:
+            assert not node.errors, f"replica {node.index} received {node.errors}"
+
+    def check_all(self) -> None:
+        self.check_acked_are_stored()
+        self.check_replicas_stored()
+        self.check_no_foreign_content()
+        self.check_no_errors()
+
+    # -- the end ------------------------------------------------------------------------------
 
     def converge_and_check(self) -> None:
-        """Heal, reconnect everyone, deliver until quiet, then compare everything."""
+        """Heal, let the relay notice every dead connection, reconnect everyone, deliver
+        until quiet, and compare everything; then restart every replica and the relay
+        from their stores and compare again."""
         self.heal()
-        for i in range(len(self.nodes)):
-            self.cut(i)
-            self.connect(i)
+        while self.orphans:
+            self.late(0)
         self.quiesce()
-        docs = [self.doc(i) for i in range(len(self.nodes))]
-        room = self.hub.rooms[D].doc
-        stored = self.stored_doc()
-        expected = doc_state(room)
-        for i, doc in enumerate([*docs, stored]):
-            assert doc_state(doc) == expected, f"document {i} did not converge"
-        contents = {content(doc) for doc in [*docs, room, stored]}
+        self._check_converged()
+        expected = content(self.doc(0))
+        for i in range(self.size):
+            self.crash_replica(i)  # asserts the restarted document is the same
+        self.crash_relay()
+        self.quiesce()
+        self._check_converged()
+        assert content(self.doc(0)) == expected, "a restart after convergence changed content"
+        self.check_all()
+
+    def _check_converged(self) -> None:
+        docs = [self.doc(i) for i in range(self.size)]
+        room = self.hub.rooms[D]
+        stored, held = self.stored()
+        assert not held, f"the relay's storage still holds {len(held)} update(s)"
+        assert not room.held, f"the relay's room still holds {len(room.held)} update(s)"
+        expected = doc_state(room.doc)
+        for name, doc in [*((f"replica {i}", d) for i, d in enumerate(docs)), ("storage", stored)]:
+            assert doc_state(doc) == expected, f"{name} did not converge with the relay's room"
+        contents = {content(doc) for doc in [*docs, room.doc, stored]}
         assert len(contents) == 1, contents
         for node in self.nodes:
-            assert node.replica.pending(D) == 0
-            loaded = node.replica._store.load_document(D)
+            assert node.replica.pending(D) == 0, f"replica {node.index} has changes pending"
+            assert node.session.is_synced(D), f"replica {node.index} is not synced"
+            loaded = node.replica.store.load_document(D)
             assert loaded is not None
-            rebuilt, held, _ = _rebuild(loaded)
-            assert doc_state(rebuilt) == expected and not held
-        self.check_no_foreign_content()
+            rebuilt, replica_held, _ = _rebuild(loaded)
+            assert not replica_held, f"replica {node.index}'s store still holds updates"
+            assert doc_state(rebuilt) == expected
+            assert content(rebuilt) == content(room.doc)
+        self.check_all()
 
 
-def content(doc: pycrdt.Doc[Any]) -> str:
-    """Every root type's content (text with formatting, array, map) as one string."""
-    text = doc.get("t", type=pycrdt.Text)
-    return json.dumps(
-        [
-            [[chunk, attrs] for chunk, attrs, *_ in text.diff()],
-            doc.get("a", type=pycrdt.Array).to_py(),
-            doc.get("m", type=pycrdt.Map).to_py(),
-        ],
-        sort_keys=True,
+# -- what the invariants read ------------------------------------------------------------------
+
+
+class Coverage:
+    """What a stored document holds: its integrated clock ranges and deletions, plus
+    the updates it holds back. Answers whether an update adds anything to it."""
+
+    def __init__(self, doc: pycrdt.Doc[Any], held: list[bytes]) -> None:
+        state, deletes = doc_state(doc)
+        self.ranges: dict[int, list[tuple[int, int]]] = {c: [(0, k)] for c, k in state.items()}
+        self.deletes: dict[int, list[tuple[int, int]]] = {
+            c: [(clock, clock + n) for clock, n in spans] for c, spans in deletes.items()
+        }
+        for update in held:
+            summary = summarize_update(update)
+            for client, spans in summary.ranges.items():
+                self.ranges.setdefault(client, []).extend(spans)
+            for client, dspans in summary.delete_set.items():
+                self.deletes.setdefault(client, []).extend((c, c + n) for c, n in dspans)
+
+    def missing(self, update: bytes) -> dict[str, list[tuple[int, int, int]]]:
+        """``{"items" | "deletions": [(client, start, end)]}`` the update has and this lacks."""
+        summary = summarize_update(update)
+        out: dict[str, list[tuple[int, int, int]]] = {}
+        for what, spans_of, have in (
+            ("items", summary.ranges, self.ranges),
+            ("deletions", _ends(summary.delete_set), self.deletes),
+        ):
+            for client, spans in spans_of.items():
+                for start, end in spans:
+                    if not _covered(start, end, have.get(client, [])):
+                        out.setdefault(what, []).append((client, start, end))
+        return out
+
+
+def _ends(delete_set: DeleteSet) -> dict[int, list[tuple[int, int]]]:
+    return {c: [(clock, clock + n) for clock, n in spans] for c, spans in delete_set.items()}
+
+
+def _covered(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    """True if ``[start, end)`` lies within the union of ``spans``."""
+    at = start
+    for first, last in sorted(spans):
+        if first > at:
+            break
+        at = max(at, last)
+        if at >= end:
+            return True
+    return at >= end
+
+
+def describe(data: bytes) -> str:
+    """A frame in a few words, for the log."""
+    frame = decode_frame(data, 1 << 30)
+    name = type(frame).__name__.upper()
+    seq = getattr(frame, "seq", None)
+    size = len(getattr(frame, "update", b""))
+    code = getattr(frame, "code", None)
+    return (
+        name
+        + (f" seq={seq}" if seq else "")
+        + (f" {size} B" if size else "")
+        + (f" {code}" if code else "")
     )
 
 
-def tokens_in(doc: pycrdt.Doc[Any]) -> Iterator[tuple[int, int]]:
-    """Every token in the document (the text as a whole string: formatting splits
-    it into chunks)."""
-    parts = [
-        str(doc.get("t", type=pycrdt.Text)),
-        json.dumps(doc.get("a", type=pycrdt.Array).to_py()),
-        json.dumps(doc.get("m", type=pycrdt.Map).to_py()),
-    ]
-    for match in TOKEN.finditer(" ".join(parts)):
-        yield int(match.group(1)), int(match.group(2))
+def _nothing() -> None:
+    """The hub's write notification: commits happen when the scenario says."""

@@ -400,6 +400,31 @@ def test_pending_batches_merge_the_outbox(reopen: Reopen) -> None:
         replica.pending_batches("d", max_bytes=0)
 
 
+def test_pending_batches_never_merge_across_what_the_peer_lacks(reopen: Reopen) -> None:
+    """Found by tests/test_convergence.py (soak seed 18): the relay crashed after
+    fanning out A's change a1 (not yet stored); B's change b1 built on a1 and A's
+    a2 on b1. Both outboxes were then uploaded in batches: A's [a1+a2] waited
+    for b1, B's [b0+b1] for a1, and the relay held both forever. An entry needing
+    another replica's items that the peer lacks must start a new batch."""
+    replica = reopen(None)
+    text = replica.open("d").get("t", type=pycrdt.Text)
+    text.insert(0, "a1")
+    other: pycrdt.Doc[Any] = pycrdt.Doc(client_id=7)
+    other.apply_update(replica.open("d").get_update())
+    other_text = other.get("t", type=pycrdt.Text)
+    before = other.get_state()
+    other_text.insert(2, "b1")  # depends on a1
+    replica.apply_remote("d", other.get_update(before))
+    text.insert(4, "a2")  # depends on b1
+    text.insert(6, "a3")
+    assert len(replica.pending_batches("d")) == 1  # for a peer that has b1: one batch
+    empty = pycrdt.Doc().get_state()
+    batches = replica.pending_batches("d", state_vector=empty)
+    assert [(b.first_seq, b.last_seq) for b in batches] == [(1, 1), (2, 3)]
+    with_b1 = other.get_state()  # a peer with a1 and b1: nothing to wait for
+    assert len(replica.pending_batches("d", state_vector=with_b1)) == 1
+
+
 # -- compaction ------------------------------------------------------------------------
 
 
