@@ -33,8 +33,11 @@ relay: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m crdtsync demo
 
+# ruff, and the layering contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check crdtsync relay tests benchmarks
+	$(VENV)/bin/ruff format --check crdtsync relay tests benchmarks
+	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict crdtsync relay

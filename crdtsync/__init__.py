@@ -8,8 +8,17 @@ Users import from here, never from deeper modules::
         doc = replica.open("inspection-42")   # a pycrdt.Doc, loaded from the local store
         ...                                    # every change is stored before it returns
 
-See ``README.md`` for a tour, ``DESIGN.md`` guarantees in the docstrings.
+See ``README.md`` for a tour and ``DESIGN.md`` for the architecture and the
+guarantees the docstrings refer to.
+
+Importing ``crdtsync`` and working offline loads no network code: the sync
+package (:mod:`crdtsync.sync`, and ``websockets``) is imported when an app first
+calls :meth:`Replica.connect`, through the factory registered below.
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from .errors import (
     AuthError,
@@ -26,28 +35,49 @@ from .errors import (
     SyncError,
 )
 from .events import (
+    AwarenessReceived,
+    DocumentLive,
     DocumentOpened,
+    DocumentRestricted,
     DocumentSynced,
+    EventBus,
     LocalUpdate,
     PendingChanged,
+    RelayErrorInfo,
     RelayErrorReceived,
     ReplicaEvent,
     StatusChanged,
     SyncStatus,
 )
 from .ids import DocId, ReplicaId
-from .replica import Durability, PendingBatch, Replica
+from .link import SyncLink, Token, register_sync
+from .outbox import PendingBatch
+from .replica import Durability, Replica
 from .store import MemoryStore, OutboxEntry, SQLiteStore, Store
 
 __version__ = "0.1.0"
 
+
+def _connector(replica: Replica, url: str, **options: Any) -> SyncLink:
+    """The sync link :meth:`Replica.connect` makes: imported on first use."""
+    from .sync.client import Connector  # noqa: PLC0415 - websockets only once an app connects
+
+    return Connector(replica, url, **options)
+
+
+register_sync(_connector)
+
 __all__ = [
     "AuthError",
+    "AwarenessReceived",
     "CrdtsyncError",
     "DocId",
+    "DocumentLive",
     "DocumentOpened",
+    "DocumentRestricted",
     "DocumentSynced",
     "Durability",
+    "EventBus",
     "InvalidUpdateError",
     "LocalUpdate",
     "MemoryStore",
@@ -55,6 +85,7 @@ __all__ = [
     "PendingBatch",
     "PendingChanged",
     "ProtocolError",
+    "RelayErrorInfo",
     "RelayErrorReceived",
     "RelayRefusedError",
     "Replica",
@@ -70,6 +101,8 @@ __all__ = [
     "StoreVersionError",
     "StoreWriteError",
     "SyncError",
+    "SyncLink",
     "SyncStatus",
+    "Token",
     "__version__",
 ]

@@ -1,51 +1,53 @@
-"""Presence (cursors, user names) shared through the relay with pycrdt's Awareness.
+"""Presence (cursors, user names) of a replica's documents, with pycrdt's Awareness.
 
 :meth:`crdtsync.Replica.awareness` returns a document's ``pycrdt.Awareness``.
 Set the local state there (``set_local_state`` / ``set_local_state_field``);
 remote clients' states appear in ``states`` and are reported to ``observe``
 callbacks, with origin ``"remote"``. The y-protocols awareness update format is
 what travels (in native AWARENESS frames), so Python replicas and Yjs clients
-on the relay's ``/yjs`` path see each other.
+on the relay's ``/yjs`` path see each other. Presence is never stored.
 
-What this module adds to pycrdt's object: local changes are sent while the
-document is live on a connection; the local state is announced again (with a
-new clock) every time the document goes live, since the relay forgets a
-client when its connection ends; remote states are dropped when the
-connection is lost (the relay sends the current ones again on resubscribe);
-and while connected, pycrdt's own timer renews the local state every 15 s and
-drops remote states not renewed for 30 s. Presence is never stored.
+This module is the offline half: the awareness objects, created on first use,
+and what to do with updates received and connections lost. Exchanging them
+with a relay (sending local changes, renewing the local state on a timer) is
+:mod:`crdtsync.sync.presence`, attached while the replica is connected. No I/O.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import pycrdt
 
-from .events import DocumentLive, ReplicaEvent, StatusChanged, SyncStatus
 from .ids import DocId
 
-if TYPE_CHECKING:
-    from .client import Connector
-
-__all__ = ["AwarenessLink"]
+__all__ = ["LOCAL", "REMOTE", "AwarenessBook"]
 
 logger = logging.getLogger("crdtsync.awareness")
 
 LOCAL = "local"
+"""Origin of changes made by this replica."""
 REMOTE = "remote"
+"""Origin of changes received from the relay."""
 
 
-class AwarenessLink:
-    """The awareness objects of one replica and their link to its connector."""
+class AwarenessBook:
+    """The ``pycrdt.Awareness`` objects of one replica's documents.
+
+    While connected, the sync layer sets :attr:`on_created` (to start each
+    object's renewal timer) and :attr:`on_local_change` (to send the local
+    state when it changes).
+    """
 
     def __init__(self) -> None:
         self._awareness: dict[DocId, pycrdt.Awareness] = {}
         self._claimed: set[DocId] = set()
-        self._connector: Connector | None = None
-        self._timers: dict[DocId, asyncio.Task[None]] = {}
+        self.on_created: Callable[[DocId, pycrdt.Awareness], None] | None = None
+        """Called with every awareness object created from now on."""
+        self.on_local_change: Callable[[DocId, bytes], None] | None = None
+        """Called with the encoded update when this replica's state changes."""
 
     def get(self, doc_id: DocId, doc: pycrdt.Doc[Any], *, claim: bool = True) -> pycrdt.Awareness:
         """The awareness of ``doc_id``, created on first use.
@@ -62,36 +64,20 @@ class AwarenessLink:
                 awareness.set_local_state(None)
             self._awareness[doc_id] = awareness
             awareness.observe(lambda topic, event: self._changed(doc_id, topic, event))
-            if self._connector is not None:
-                self._start_timer(doc_id, awareness)
+            if self.on_created is not None:
+                self.on_created(doc_id, awareness)
         if claim and doc_id not in self._claimed:
             self._claimed.add(doc_id)
             if awareness.get_local_state() is None:
                 awareness.set_local_state({})
         return awareness
 
-    # -- connector wiring ----------------------------------------------------------------
-
-    def attach(self, connector: Connector) -> None:
-        """Start exchanging presence through ``connector``."""
-        self._connector = connector
-        for doc_id, awareness in self._awareness.items():
-            self._start_timer(doc_id, awareness)
-
-    async def detach(self) -> None:
-        """Stop: cancel the timers and forget remote states."""
-        self._connector = None
-        timers, self._timers = self._timers, {}
-        for doc_id, task in timers.items():
-            try:
-                await self._awareness[doc_id].stop()
-            except RuntimeError:  # its task did not get to start
-                task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-        self._forget_remote("disconnected")
+    def items(self) -> list[tuple[DocId, pycrdt.Awareness]]:
+        """Every awareness object created so far."""
+        return list(self._awareness.items())
 
     def received(self, doc_id: DocId, payload: bytes, doc: pycrdt.Doc[Any]) -> None:
-        """An awareness update from the relay."""
+        """An awareness update from the relay; a malformed one is logged and dropped."""
         awareness = self.get(doc_id, doc, claim=False)
         try:
             awareness.apply_awareness_update(payload, REMOTE)
@@ -105,43 +91,26 @@ class AwarenessLink:
         for client in [c for c in meta if c not in awareness.states and c != awareness.client_id]:
             del meta[client]
 
-    def on_event(self, event: ReplicaEvent) -> None:
-        """Replica events (registered with ``Replica.observe`` while connected)."""
-        if isinstance(event, DocumentLive):
-            awareness = self._awareness.get(event.doc_id)
-            if awareness is not None and awareness.get_local_state() is not None:
-                # A new clock, so that every client takes it even though the relay
-                # told them this client left when the last connection ended.
-                awareness.set_local_state(awareness.get_local_state())
-        elif isinstance(event, StatusChanged) and event.status in (
-            SyncStatus.OFFLINE,
-            SyncStatus.CONNECTING,
-        ):
-            self._forget_remote("connection lost")
+    def announce(self, doc_id: DocId) -> None:
+        """Announce the local state of ``doc_id`` again, with a new clock, so that every
+        client takes it even though the relay told them this client left when its
+        last connection ended."""
+        awareness = self._awareness.get(doc_id)
+        if awareness is not None and awareness.get_local_state() is not None:
+            awareness.set_local_state(awareness.get_local_state())
 
-    # -- internals ---------------------------------------------------------------------------
-
-    def _changed(self, doc_id: DocId, topic: str, event: tuple[dict[str, Any], Any]) -> None:
-        changes, origin = event
-        if topic != "update" or origin != LOCAL or self._connector is None:
-            return
-        awareness = self._awareness[doc_id]
-        clients = [*changes["added"], *changes["updated"], *changes["removed"]]
-        if awareness.client_id in clients:
-            payload = awareness.encode_awareness_update([awareness.client_id])
-            self._connector.send_awareness(doc_id, payload)
-
-    def _forget_remote(self, origin: str) -> None:
+    def forget_remote(self, origin: str) -> None:
+        """Drop every remote state (the connection that brought them is gone)."""
         for awareness in self._awareness.values():
             remote = [c for c in awareness.states if c != awareness.client_id]
             if remote:
                 awareness.remove_awareness_states(remote, origin)
 
-    def _start_timer(self, doc_id: DocId, awareness: pycrdt.Awareness) -> None:
-        if doc_id in self._timers:
+    def _changed(self, doc_id: DocId, topic: str, event: tuple[dict[str, Any], Any]) -> None:
+        changes, origin = event
+        if topic != "update" or origin != LOCAL or self.on_local_change is None:
             return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # attach() starts it from the connector's loop
-        self._timers[doc_id] = loop.create_task(awareness.start(), name=f"awareness {doc_id}")
+        awareness = self._awareness[doc_id]
+        clients = [*changes["added"], *changes["updated"], *changes["removed"]]
+        if awareness.client_id in clients:
+            self.on_local_change(doc_id, awareness.encode_awareness_update([awareness.client_id]))

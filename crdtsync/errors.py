@@ -13,6 +13,7 @@ Every error the library raises on purpose derives from :class:`CrdtsyncError`::
     ├── ProtocolError              a frame could not be decoded or breaks the protocol
     └── SyncError                  syncing with a relay failed for good (not retried)
         └── RelayRefusedError      the relay refused the connection (version, ...)
+            └── AuthError          it refused the token (missing, invalid, expired, denied)
 
 Argument mistakes (an empty document id, acknowledging a sequence number that was
 never issued) raise the built-in :class:`ValueError`, as Python itself does.

@@ -1,9 +1,9 @@
 """Events a :class:`crdtsync.Replica` reports to its observers.
 
 Events are frozen dataclasses; an observer is a plain callable registered with
-:meth:`crdtsync.Replica.observe`, called synchronously after the change it
-reports is stored. An observer that raises is logged and does not affect the
-replica or the other observers.
+:meth:`crdtsync.Replica.observe` (the replica's :class:`EventBus`), called
+synchronously after the change it reports is stored. An observer that raises is
+logged and does not affect the replica or the other observers.
 
 Like pycrdt's own observers, an event caused by an edit is delivered while
 pycrdt is still committing that edit's transaction: the observer must not read
@@ -14,10 +14,12 @@ counter or a label, or schedule the work (``loop.call_soon``) instead.
 from __future__ import annotations
 
 import enum
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from .ids import DocId
-from .protocol import ErrorFrame
 
 __all__ = [
     "AwarenessReceived",
@@ -25,14 +27,18 @@ __all__ = [
     "DocumentOpened",
     "DocumentRestricted",
     "DocumentSynced",
+    "EventBus",
     "LocalUpdate",
     "PendingChanged",
+    "RelayErrorInfo",
     "RelayErrorReceived",
     "ReplicaEvent",
     "SessionEvent",
     "StatusChanged",
     "SyncStatus",
 ]
+
+logger = logging.getLogger("crdtsync.events")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +128,42 @@ class DocumentRestricted:
         return self.code == "read_only"
 
 
+class RelayErrorInfo(Protocol):
+    """An ERROR frame from the relay, as events carry it (the sync protocol's
+    ``ErrorFrame`` is one)."""
+
+    @property
+    def code(self) -> str:
+        """The error code (``invalid_update``, ``read_only``, ...)."""
+        ...
+
+    @property
+    def message(self) -> str:
+        """What the relay says, for people."""
+        ...
+
+    @property
+    def doc_id(self) -> DocId | None:
+        """The document it is about, if any."""
+        ...
+
+    @property
+    def seq(self) -> int | None:
+        """The refused update's sequence number, if any."""
+        ...
+
+    @property
+    def fatal(self) -> bool:
+        """True if the relay closes the connection."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class RelayErrorReceived:
     """The relay sent ERROR. Fatal errors end the connection; for the others the
     session carries on (a rejected update stays in the outbox, never lost)."""
 
-    error: ErrorFrame
+    error: RelayErrorInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,3 +195,39 @@ ReplicaEvent = (
     | RelayErrorReceived
 )
 """Every event type a replica reports to :meth:`crdtsync.Replica.observe`."""
+
+
+class EventBus:
+    """The observers of one replica's events (:data:`ReplicaEvent`).
+
+    The replica and its sync connection both report here; an app registers
+    with :meth:`crdtsync.Replica.observe`. Callbacks run synchronously, in
+    registration order; one that raises is logged and the others still run.
+    """
+
+    __slots__ = ("_observers",)
+
+    def __init__(self) -> None:
+        self._observers: list[Callable[[ReplicaEvent], None]] = []
+
+    def __bool__(self) -> bool:
+        """True if anyone observes (lets hot paths skip building events)."""
+        return bool(self._observers)
+
+    def observe(self, callback: Callable[[ReplicaEvent], None]) -> Callable[[], None]:
+        """Call ``callback(event)`` for every event; return a function that stops it."""
+        self._observers.append(callback)
+
+        def unobserve() -> None:
+            if callback in self._observers:
+                self._observers.remove(callback)
+
+        return unobserve
+
+    def emit(self, event: ReplicaEvent) -> None:
+        """Deliver ``event`` to every observer."""
+        for callback in list(self._observers):
+            try:
+                callback(event)
+            except Exception:  # an app's observer must not break persistence or syncing
+                logger.exception("replica observer %r failed on %r", callback, event)

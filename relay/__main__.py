@@ -20,11 +20,11 @@ from collections.abc import Sequence
 
 from crdtsync import __version__
 from crdtsync.errors import StoreError
-from crdtsync.protocol import DEFAULT_MAX_DOCS, DEFAULT_MAX_FRAME
-from crdtsync.session import Limits
+from crdtsync.sync.protocol import DEFAULT_MAX_DOCS, DEFAULT_MAX_FRAME
 
 from .auth import ENV_SECRET, KeyRing, authenticator, issue_token, load_keyring
 from .server import DEFAULT_STORE, Relay
+from .session import Limits
 
 __all__ = ["main"]
 

@@ -31,8 +31,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 
 from crdtsync.errors import AuthError
-from crdtsync.protocol import ErrorCode
-from crdtsync.session import Authenticate
+from crdtsync.sync.protocol import ErrorCode
+
+from .session import Authenticate
 
 __all__ = [
     "ENV_SECRET",

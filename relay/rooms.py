@@ -14,193 +14,42 @@ fan-out, and the bookkeeping that ties ACKs to storage commits. No I/O.
 
 A received update is applied to the room's ``pycrdt.Doc`` before anything else:
 nothing pycrdt refuses reaches storage or other clients. An update whose
-dependencies are missing is stored and held, as the replica does
-(:mod:`crdtsync.holding`), and fanned out once it applies.
+dependencies are missing is stored and held, as the replica does (both keep
+their documents in a :class:`crdtsync.document.LiveDocument`), and fanned out
+once it applies.
+
+The hub knows one kind of connection, :class:`relay.session.RelaySession`;
+others (y-websocket's :class:`relay.yjs.YjsSession`) are passed in by the host
+(:meth:`Hub.open_session`'s ``kind``) and differ only in how they encode.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import pycrdt
-
+from crdtsync.document import (
+    DEFAULT_COMPACT_MIN_BYTES,
+    EMPTY_UPDATE,
+    compact_threshold,
+)
 from crdtsync.errors import InvalidUpdateError
-from crdtsync.holding import Held, check_decodes, release_ready
 from crdtsync.ids import DocId
-from crdtsync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsubscribe, Update
-from crdtsync.protocol import encode_update as _encode_update
-from crdtsync.session import CLOSE_INTERNAL, Access, Authenticate, Limits, RelaySession
-from crdtsync.statevector import StateVector, decode_state_vector, encode_state_vector
-from crdtsync.update import summarize_update
+from crdtsync.statevector import doc_state
+from crdtsync.sync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsubscribe, Update
+from crdtsync.update import UpdateSummary
 
-from .presence import Presence, decode_awareness
-from .storage import StoredRoom
-from .yjs import YjsSession
+from .presence import decode_awareness
+from .room import LiveSnapshot, Room, RoomRequest, RoomState, Write
+from .session import CLOSE_INTERNAL, Authenticate, Limits, RelaySession, Request
+from .storage.base import StoredRoom
 
-__all__ = ["Applied", "Hub", "Room", "Write"]
+__all__ = ["Hub"]
 
 logger = logging.getLogger("relay.rooms")
-
-DEFAULT_COMPACT_MIN_BYTES = 256 * 1024
-EMPTY_UPDATE = b"\x00\x00"
-"""An update with no structs and no deletions."""
-MAX_HELD = 1000
-"""Most updates a room holds while they wait for missing dependencies."""
-MAX_HELD_BYTES = 16 << 20
-"""Most bytes of updates a room holds while they wait for missing dependencies."""
-
-
-class RoomState(enum.Enum):
-    """A room's life cycle: LOADING from storage, then READY."""
-
-    LOADING = "loading"
-    READY = "ready"
-
-
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What applying one incoming update did.
-
-    ``store``: bytes to persist (what the document integrated, or the held
-    update); ``broadcast``: what the document integrated of the update itself,
-    for every subscriber but its sender; ``released``: held updates it let the
-    document apply, for every subscriber *including* its sender (who lacks them
-    too); ``error``: why (part of) the update was refused, if it was.
-    """
-
-    store: list[bytes]
-    broadcast: list[bytes]
-    error: str | None = None
-    released: list[bytes] = field(default_factory=list)
-
-
-@dataclass(slots=True, eq=False)
-class Write:
-    """One update waiting to be appended to storage, and the ACK it releases."""
-
-    doc_id: DocId
-    update: bytes
-    sender: RelaySession | None = None
-    seq: int | None = None
-    room: Room | None = None
-    claims: list[tuple[int, str]] = field(default_factory=list)
-    """``(client id, subject)`` authorship claims this update makes (stored with it)."""
-
-
-_Request = Subscribe | Update | Unsubscribe | Awareness
-
-
-@dataclass(slots=True, eq=False)
-class Room:
-    """One document: its live ``pycrdt.Doc``, subscribers and stored-log bookkeeping."""
-
-    doc_id: DocId
-    state: RoomState = RoomState.LOADING
-    doc: pycrdt.Doc[Any] = field(default_factory=pycrdt.Doc)
-    sv: StateVector = field(default_factory=dict)
-    subscribers: dict[RelaySession, None] = field(default_factory=dict)
-    held: list[Held] = field(default_factory=list)
-    waiting: list[tuple[RelaySession | None, _Request]] = field(default_factory=list)
-    snapshot_bytes: int = 0
-    log: list[tuple[int, int]] = field(default_factory=list)  # (id, size) since the snapshot
-    log_bytes: int = 0
-    writes_in_flight: int = 0
-    compacting: bool = False
-    idle_since: float | None = None
-    waiting_bytes: int = 0
-    held_bytes: int = 0
-    presence: Presence = field(default_factory=Presence)
-    claims: dict[int, str] = field(default_factory=dict)  # client id -> owning subject
-
-    def load(self, stored: StoredRoom) -> None:
-        """Rebuild the document from storage: snapshot, then the log in order, holding
-        entries whose dependencies are missing (as they were held live)."""
-        if stored.snapshot is not None:
-            self.doc.apply_update(stored.snapshot)
-            self.snapshot_bytes = len(stored.snapshot)
-        self.sv = decode_state_vector(self.doc.get_state())
-        for entry in stored.updates:
-            try:
-                self.apply(entry.update)
-            except InvalidUpdateError as exc:
-                logger.warning("%r: a stored update no longer applies, skipped: %s", self, exc)
-        self.claims = dict(stored.claims)
-        self.log = [(entry.id, len(entry.update)) for entry in stored.updates]
-        self.log_bytes = stored.log_bytes
-        self.state = RoomState.READY
-
-    def __repr__(self) -> str:
-        return f"<Room {self.doc_id!r} {self.state.value} {len(self.subscribers)} subscribers>"
-
-    def apply(self, update: bytes) -> Applied:
-        """Integrate ``update`` (or hold it until its dependencies arrive).
-
-        Raises :class:`~crdtsync.errors.InvalidUpdateError` if nothing of it can be
-        used (it is then neither stored nor sent), or if too much is already held
-        (:data:`MAX_HELD` updates or :data:`MAX_HELD_BYTES`). If pycrdt integrates
-        part of it and then fails, the part it integrated (the diff from the state
-        before) is what gets stored and sent, and ``error`` says why the rest was
-        refused. A held update is stored (and acknowledged) when it arrives; if
-        pycrdt refuses it once its dependencies are there, only what it
-        integrated is sent on (and stored again as such).
-        """
-        try:
-            summary = summarize_update(update)
-        except ValueError as exc:
-            raise InvalidUpdateError(f"undecodable update: {exc}") from exc
-        if summary.missing(self.sv):
-            if any(item.update == update for item in self.held):
-                return Applied([update], [])
-            if len(self.held) >= MAX_HELD or self.held_bytes + len(update) > MAX_HELD_BYTES:
-                raise InvalidUpdateError(
-                    f"{len(self.held)} updates already wait for missing dependencies "
-                    f"({self.held_bytes} bytes); send those dependencies first"
-                )
-            check_decodes(self.doc_id, update)
-            self.held.append(Held(update, summary))
-            self.held_bytes += len(update)
-            logger.debug("%r: holding an update until its dependencies arrive", self)
-            return Applied([update], [])
-        before = self.sv
-        try:
-            self.doc.apply_update(update)
-        except (ValueError, RuntimeError) as exc:
-            part = self.doc.get_update(encode_state_vector(before))
-            self.sv = decode_state_vector(self.doc.get_state())
-            logger.warning("%r: pycrdt refused an update part-way: %s", self, exc)
-            return Applied([part], [part], f"update refused by pycrdt: {exc}")
-        self.sv = summary.reach(before)
-        if not self.held:
-            return Applied([update], [update])
-        return self._release(update)
-
-    def _release(self, update: bytes) -> Applied:
-        """Apply held updates whose dependencies are now present."""
-        store = [update]
-        released: list[bytes] = []
-
-        def apply_held(data: bytes) -> None:
-            before = self.doc.get_state()
-            self.held_bytes -= len(data)
-            try:
-                self.doc.apply_update(data)
-            except (ValueError, RuntimeError) as exc:
-                part = self.doc.get_update(before)
-                logger.warning("%r: pycrdt refused a held update part-way: %s", self, exc)
-                store.append(part)  # what the room integrated is what gets stored and sent
-                released.append(part)
-                return
-            released.append(data)
-
-        release_ready(self.doc, self.held, apply_held)
-        self.sv = decode_state_vector(self.doc.get_state())
-        return Applied(store, [update], released=released)
 
 
 class Hub:
@@ -234,9 +83,9 @@ class Hub:
         (on by default with tokens: the subject is what owns a client id)."""
         self.wall_clock = wall_clock
         self.clock = clock
+        """The host's monotonic time (awareness timestamps)."""
         self.refusals: Counter[str] = Counter()
         """ERROR codes (refusals, limits hit) sent to clients, by code."""
-        """The host's monotonic time (awareness timestamps)."""
         self.limits = limits
         self.compact_min_bytes = compact_min_bytes
         self.on_load = on_load
@@ -245,17 +94,24 @@ class Hub:
         self.rooms: dict[DocId, Room] = {}
         self.sessions: set[RelaySession] = set()
         self._writes: list[Write] = []
-        self.deliveries = 0
         self.bytes_received = 0
         self._now = 0.0  # the host's time at the last unload_idle()
 
     # -- connections ---------------------------------------------------------------------
 
     def open_session(
-        self, name: str = "", on_output: Callable[[], None] | None = None
+        self,
+        name: str = "",
+        on_output: Callable[[], None] | None = None,
+        *,
+        kind: Callable[..., RelaySession] = RelaySession,
+        **options: Any,
     ) -> RelaySession:
-        """A new connection's session."""
-        session = RelaySession(
+        """A new connection's session: ``kind(relay_id, limits, name=, on_output=,
+        authenticate=, clock=, wall_clock=, counters=, **options)``, native by
+        default. Its :meth:`~relay.session.RelaySession.opening_requests` are
+        handled at once (a y-websocket session joins its document's room)."""
+        session = kind(
             self.relay_id,
             self.limits,
             name=name,
@@ -264,33 +120,10 @@ class Hub:
             clock=self.clock,
             wall_clock=self.wall_clock,
             counters=self.refusals,
+            **options,
         )
         self.sessions.add(session)
-        return session
-
-    def open_yjs_session(
-        self,
-        doc_id: DocId,
-        name: str = "",
-        on_output: Callable[[], None] | None = None,
-        access: Access | None = None,
-    ) -> YjsSession:
-        """A new y-websocket connection to ``doc_id``: it joins the room at once (the
-        relay's sync step 1 goes out when the room is loaded). ``access``: what its
-        token grants, checked by the host before the upgrade."""
-        session = YjsSession(
-            self.relay_id,
-            doc_id,
-            self.limits,
-            name=name,
-            on_output=on_output,
-            access=access,
-            clock=self.clock,
-            wall_clock=self.wall_clock,
-            counters=self.refusals,
-        )
-        self.sessions.add(session)
-        self._dispatch(session, session.join(), 0)
+        self._dispatch(session, session.opening_requests(), 0)
         return session
 
     def close_session(self, session: RelaySession) -> None:
@@ -311,12 +144,7 @@ class Hub:
         self.bytes_received += len(data)
         self._dispatch(session, session.receive(data), len(data))
 
-    def _dispatch(
-        self,
-        session: RelaySession,
-        requests: Sequence[Hello | Subscribe | Update | Unsubscribe | Awareness],
-        size: int,
-    ) -> None:
+    def _dispatch(self, session: RelaySession, requests: Sequence[Request], size: int) -> None:
         for request in requests:
             if isinstance(request, Hello):
                 logger.info("%r: hello", session)
@@ -339,7 +167,7 @@ class Hub:
                 room.waiting.append((session, request))
                 room.waiting_bytes += size
 
-    def _handle(self, room: Room, session: RelaySession | None, request: _Request) -> None:
+    def _handle(self, room: Room, session: RelaySession | None, request: RoomRequest) -> None:
         if isinstance(request, Update) and session is None:
             self._remote(room, request.update)
         elif isinstance(request, Update):
@@ -393,12 +221,12 @@ class Hub:
             self._broadcast_awareness(room, session, changed)
 
     def _broadcast_awareness(self, room: Room, sender: RelaySession | None, payload: bytes) -> None:
-        frames: dict[bool, bytes] = {}
+        frames: dict[str, bytes] = {}
         for other in room.subscribers:
             if other is not sender:
-                frame = frames.get(other.is_yjs)
+                frame = frames.get(other.wire)
                 if frame is None:
-                    frame = frames[other.is_yjs] = other.encode_awareness(room.doc_id, payload)
+                    frame = frames[other.wire] = other.encode_awareness(room.doc_id, payload)
                 other.push(frame)
 
     def expire_awareness(self, now: float) -> int:
@@ -416,20 +244,14 @@ class Hub:
     def _fanout(self, room: Room, sender: RelaySession | None, update: bytes) -> None:
         """Send ``update`` to every subscriber but ``sender``, encoded once per kind of
         connection (native frame, y-protocols message)."""
-        native: bytes | None = None
-        yjs: bytes | None = None
+        frames: dict[str, bytes] = {}
         for other in room.subscribers:
             if other is sender:
                 continue
-            if other.is_yjs:
-                if yjs is None:
-                    yjs = other.encode_update(room.doc_id, update)
-                other.push(yjs)
-            else:
-                if native is None:
-                    native = _encode_update(room.doc_id, update)
-                other.push(native)
-            self.deliveries += 1
+            frame = frames.get(other.wire)
+            if frame is None:
+                frame = frames[other.wire] = other.encode_update(room.doc_id, update)
+            other.push(frame)
 
     def _update(
         self, room: Room, session: RelaySession | None, update: bytes, seq: int | None
@@ -446,21 +268,23 @@ class Hub:
                     f"the document would exceed {self.limits.max_doc_bytes} bytes",
                 )
             return
+        try:
+            summary = room.live.summarize(update)
+        except InvalidUpdateError as exc:
+            logger.info("%r: invalid update for %r: %s", session, room.doc_id, exc)
+            if session is not None:
+                session.reject(room.doc_id, seq, ErrorCode.INVALID_UPDATE, str(exc))
+            return
         claims: list[tuple[int, str]] = []
         if self.authorship and session is not None and session.access is not None:
             try:
-                claims = self._claims(room, session.access.subject, update)
-            except (ValueError, PermissionError) as exc:
-                code = (
-                    ErrorCode.AUTHORSHIP
-                    if isinstance(exc, PermissionError)
-                    else ErrorCode.INVALID_UPDATE
-                )
+                claims = self._claims(room, session.access.subject, summary)
+            except PermissionError as exc:
                 logger.warning("%r: update for %r refused: %s", session, room.doc_id, exc)
-                session.reject(room.doc_id, seq, code, str(exc))
+                session.reject(room.doc_id, seq, ErrorCode.AUTHORSHIP, str(exc))
                 return
         try:
-            applied = room.apply(update)
+            applied = room.live.apply(update, summary)
         except InvalidUpdateError as exc:
             logger.info("%r: invalid update for %r: %s", session, room.doc_id, exc)
             if session is not None:
@@ -469,38 +293,43 @@ class Hub:
         if applied.error is not None and session is not None:
             session.reject(room.doc_id, seq, ErrorCode.INVALID_UPDATE, applied.error)
             seq = None
-        for data in applied.broadcast:
-            self._fanout(room, session, data)
-        for data in applied.released:
-            self._fanout(room, None, data)  # the sender lacks what its update released too
+        if applied.integrated is None:  # held: stored (and acknowledged) as it came
+            store = [update]
+        else:
+            # What the room integrated is what gets stored and sent: the update (or
+            # the part pycrdt took), then the part of any released update pycrdt
+            # refused on release (the held original is stored already).
+            store = [applied.integrated, *(part for _, part in applied.released.refused)]
+            self._fanout(room, session, applied.integrated)
+            for data in applied.released.integrated:
+                self._fanout(room, None, data)  # the sender lacks what its update released too
         for client, subject in claims:
             room.claims[client] = subject
-        if applied.store:
-            last = len(applied.store) - 1
-            for index, data in enumerate(applied.store):
-                self._writes.append(
-                    Write(
-                        room.doc_id,
-                        data,
-                        session,
-                        seq if index == last else None,
-                        room,
-                        claims if index == 0 else [],
-                    )
+        last = len(store) - 1
+        for index, data in enumerate(store):
+            self._writes.append(
+                Write(
+                    room.doc_id,
+                    data,
+                    session,
+                    seq if index == last else None,
+                    room,
+                    claims if index == 0 else [],
                 )
-            room.writes_in_flight += len(applied.store)
-            self.on_write()
+            )
+        room.writes_in_flight += len(store)
+        self.on_write()
 
     @staticmethod
-    def _claims(room: Room, subject: str, update: bytes) -> list[tuple[int, str]]:
-        """The client ids under which ``update`` adds content the room lacks, claimed
-        for ``subject``. Raises ``PermissionError`` if one is owned by another
-        subject (client-id poisoning: advancing someone else's clock would make the
-        room ignore that client's real updates), ``ValueError`` if undecodable."""
-        summary = summarize_update(update)
+    def _claims(room: Room, subject: str, summary: UpdateSummary) -> list[tuple[int, str]]:
+        """The client ids under which the update summarized adds content the room
+        lacks, claimed for ``subject``. Raises ``PermissionError`` if one is owned by
+        another subject (client-id poisoning: advancing someone else's clock would
+        make the room ignore that client's real updates)."""
         claims: list[tuple[int, str]] = []
+        have = room.live.state_vector()
         for client, spans in summary.ranges.items():
-            if not spans or spans[-1][1] <= room.sv.get(client, 0):
+            if not spans or spans[-1][1] <= have.get(client, 0):
                 continue  # nothing new under this client id
             owner = room.claims.get(client)
             if owner is None:
@@ -531,12 +360,13 @@ class Hub:
 
     def _remote(self, room: Room, update: bytes) -> None:
         try:
-            applied = room.apply(update)
+            applied = room.live.apply(update)
         except InvalidUpdateError as exc:
             logger.warning("%r: invalid update from another relay process: %s", room, exc)
             return
-        for data in (*applied.broadcast, *applied.released):
-            self._fanout(room, None, data)
+        if applied.integrated is not None:
+            for data in (applied.integrated, *applied.released.integrated):
+                self._fanout(room, None, data)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -643,9 +473,26 @@ class Hub:
     def _check_compaction(self, room: Room) -> None:
         if room.compacting:
             return
-        if room.log_bytes > max(self.compact_min_bytes, room.snapshot_bytes):
+        if room.log_bytes > compact_threshold(room.snapshot_bytes, self.compact_min_bytes):
             room.compacting = True
             self.on_compact(room.doc_id)
+
+    def live_snapshot(self, doc_id: DocId, *, shared: bool = False) -> LiveSnapshot | None:
+        """The room's document for compaction from memory, or None when storage must
+        be replayed instead: with nothing in flight and nothing held, the room's
+        document is exactly what storage holds up to its last log entry, unless
+        other relay processes write the same storage (``shared``)."""
+        room = self.rooms.get(doc_id)
+        if (
+            shared
+            or room is None
+            or room.state is not RoomState.READY
+            or room.live.held
+            or room.writes_in_flight
+            or not room.log
+        ):
+            return None
+        return LiveSnapshot(room.doc.get_update(), doc_state(room.doc), room.log[-1][0])
 
     def compacted(self, doc_id: DocId, snapshot_bytes: int, upto: int) -> None:
         """The host stored a verified snapshot covering log entries up to ``upto``."""
@@ -666,6 +513,20 @@ class Hub:
             room.snapshot_bytes = max(room.snapshot_bytes, room.log_bytes)  # back off
 
     # -- memory ------------------------------------------------------------------------------
+
+    # -- queries for the host ------------------------------------------------------------
+
+    def document_state(self, doc_id: DocId) -> bytes | None:
+        """The loaded room's document as one update (None if the room is not loaded)."""
+        room = self.rooms.get(doc_id)
+        if room is None or room.state is not RoomState.READY:
+            return None
+        return room.doc.get_update()
+
+    @property
+    def queued_bytes(self) -> int:
+        """Bytes queued for every connection and not yet taken by its writer."""
+        return sum(session.queued_bytes for session in self.sessions)
 
     def unload_idle(self, now: float, idle_for: float) -> list[DocId]:
         """Unload rooms without subscribers for ``idle_for`` seconds and nothing in
@@ -688,11 +549,3 @@ class Hub:
         if done:
             logger.info("unloaded %d idle room(s)", len(done))
         return done
-
-
-def replay(stored: StoredRoom) -> tuple[pycrdt.Doc[Any], list[Held]]:
-    """A document rebuilt from stored content exactly as a room loads it, and the
-    updates still held (compaction verifies its snapshot against this)."""
-    room = Room(stored.doc_id)
-    room.load(stored)
-    return room.doc, room.held

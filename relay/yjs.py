@@ -34,17 +34,22 @@ import pycrdt
 
 from crdtsync.errors import ProtocolError
 from crdtsync.ids import DocId, ReplicaId
-from crdtsync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsubscribe, Update
-from crdtsync.session import (
+from crdtsync.statevector import decode_state_vector, read_var_uint
+from crdtsync.sync.protocol import Awareness, ErrorCode, Subscribe, Update
+
+from .session import (
     CLOSE_INTERNAL,
+    CLOSE_INVALID_DATA,
     CLOSE_POLICY,
     CLOSE_PROTOCOL_ERROR,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_AGAIN_LATER,
     Access,
-    Close,
+    Authenticate,
     Limits,
     RelaySession,
+    Request,
 )
-from crdtsync.statevector import decode_state_vector, read_var_uint
 
 __all__ = [
     "MESSAGE_AUTH",
@@ -72,9 +77,6 @@ SYNC_STEP2: Final = 1
 SYNC_UPDATE: Final = 2
 
 logger = logging.getLogger("relay.yjs")
-
-CLOSE_INVALID_DATA = 1007
-CLOSE_TRY_AGAIN_LATER = 1013
 
 EMPTY_STATE_VECTOR = b"\x00"
 
@@ -156,32 +158,37 @@ class YjsSession(RelaySession):
     """One y-websocket connection, bound to one document, seen by the rooms as a
     relay session (sans-I/O).
 
-    Call :meth:`join` once when the connection opens and hand its requests to
-    the rooms, then :meth:`receive` for every message. The rooms' answers come
+    The rooms take :meth:`opening_requests` when the connection opens (it joins
+    its document's room), then :meth:`receive` for every message. The rooms' answers come
     out of :meth:`frames_to_send` as y-protocols messages; :attr:`close` is set
     when the connection must end.
     """
 
-    is_yjs: ClassVar[bool] = True
+    wire: ClassVar[str] = "yjs"
 
     def __init__(
         self,
         relay_id: str,
-        doc_id: DocId,
         limits: Limits = Limits(),  # noqa: B008 - frozen dataclass
         *,
+        doc_id: DocId,
         name: str = "",
         on_output: Callable[[], None] | None = None,
         access: Access | None = None,
+        authenticate: Authenticate | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         counters: Counter[str] | None = None,
     ) -> None:
+        """``access``: what the token grants, checked by the host before the
+        websocket upgrade (y-protocols cannot carry a token, so ``authenticate`` is
+        not called here)."""
         super().__init__(
             relay_id,
             limits,
             name=name,
             on_output=on_output,
+            authenticate=authenticate,
             clock=clock,
             wall_clock=wall_clock,
             counters=counters,
@@ -197,12 +204,12 @@ class YjsSession(RelaySession):
     def __repr__(self) -> str:
         return f"<YjsSession {self.name or id(self)} doc={self.doc_id!r}>"
 
-    def join(self) -> list[Subscribe]:
+    def opening_requests(self) -> list[Request]:
         """The requests that put this connection in its document's room."""
         self.subscriptions.add(self.doc_id)
         return [Subscribe(self.doc_id, EMPTY_STATE_VECTOR)]
 
-    def receive(self, data: bytes) -> list[Hello | Subscribe | Update | Unsubscribe | Awareness]:
+    def receive(self, data: bytes) -> list[Request]:
         """Translate one y-protocols message into room requests.
 
         A malformed message closes the connection (:attr:`close`) and returns
@@ -211,7 +218,7 @@ class YjsSession(RelaySession):
         if self.close is not None:
             return []
         if len(data) > self.limits.max_frame:
-            self.fail(1009, ErrorCode.FRAME_TOO_LARGE, f"message of {len(data)} bytes")
+            self.fail(CLOSE_TOO_BIG, ErrorCode.FRAME_TOO_LARGE, f"message of {len(data)} bytes")
             return []
         try:
             kind, step, payload = decode_message(data)
@@ -221,7 +228,7 @@ class YjsSession(RelaySession):
         except (ProtocolError, ValueError) as exc:
             self.fail(CLOSE_PROTOCOL_ERROR, ErrorCode.BAD_FRAME, str(exc))
             return []
-        if kind != MESSAGE_QUERY_AWARENESS and not self._within_rate(len(data)):
+        if kind != MESSAGE_QUERY_AWARENESS and not self.within_rate(len(data)):
             return []
         if kind == MESSAGE_SYNC:
             if self.read_only:
@@ -235,13 +242,12 @@ class YjsSession(RelaySession):
             return [Awareness(self.doc_id, payload)]
         return [Awareness(self.doc_id, b"")]  # query awareness: an empty update asks
 
-    def tick(self, notice: float = 30.0) -> list[DocId]:
+    def tick(self, notice: float = 30.0) -> None:
         """Close the connection when its token expires (y-protocols cannot carry a
         warning or a new token; the provider reconnects with a fresh URL)."""
         expires = self.access.expires_at if self.access is not None else None
         if self.close is None and expires is not None and self.wall_clock() >= expires:
             self.fail(CLOSE_POLICY, ErrorCode.TOKEN_EXPIRED, "the token expired")
-        return []
 
     # -- answers from the rooms ----------------------------------------------------------------
 
@@ -257,17 +263,11 @@ class YjsSession(RelaySession):
         else:
             message = encode_sync_step2(doc.get_update(state_vector))
         # Like SYNC for native clients, not counted against the queue budget.
-        self._out.append(message)
-        if self.on_output is not None:
-            self.on_output()
+        self.queue_reply(message)
 
     def sync(self, doc_id: DocId, update: bytes, state_vector: bytes) -> None:
         """What the client lacks, as sync step 2."""
-        if self.close is not None:
-            return
-        self._out.append(encode_sync_step2(update))
-        if self.on_output is not None:
-            self.on_output()
+        self.queue_reply(encode_sync_step2(update))
 
     def encode_update(self, doc_id: DocId, update: bytes) -> bytes:
         """``update`` as this connection's wire message."""
@@ -298,11 +298,6 @@ class YjsSession(RelaySession):
         close_code = CLOSE_PROTOCOL_ERROR if code == ErrorCode.BAD_FRAME else CLOSE_POLICY
         self.fail(close_code, code, message)
 
-    def fail(self, close_code: int, code: str, message: str) -> None:
-        """Close the connection with ``code: message`` as the close reason."""
-        if self.close is not None:
-            return
-        self._log_close(code, message)
-        self.close = Close(close_code, f"{code}: {message}"[:120])
-        if self.on_output is not None:
-            self.on_output()
+    def farewell(self, code: str, message: str) -> bytes | None:
+        """y-protocols has no error message: the close reason says it all."""
+        return None

@@ -1,6 +1,6 @@
 """A simulated network that hypothesis (or a seeded random soak) controls, over
 the product's own objects: real :class:`~crdtsync.Replica` objects on real
-stores (memory, or SQLite files), their :class:`~crdtsync.session.ClientSession`,
+stores (memory, or SQLite files), their :class:`~crdtsync.sync.session.ClientSession`,
 and a :class:`relay.Relay` that is never started (no sockets): the test plays
 its host, driving its sans-I/O :class:`~relay.rooms.Hub` and its real storage
 (:class:`relay.storage.MemoryStorage` or :class:`relay.storage.SQLiteStorage`)
@@ -67,15 +67,17 @@ import pycrdt
 
 import crdtsync.replica
 from crdtsync import Replica
+from crdtsync.compaction import rebuild_document
 from crdtsync.events import DocumentOpened, LocalUpdate, ReplicaEvent
 from crdtsync.ids import DocId
-from crdtsync.protocol import Ack, ErrorFrame, Update, decode_frame
-from crdtsync.replica import _rebuild
-from crdtsync.session import ClientSession, Limits, RelaySession
 from crdtsync.statevector import DeleteSet, doc_state
+from crdtsync.sync.protocol import Ack, ErrorFrame, Update, decode_frame
+from crdtsync.sync.session import ClientSession
 from crdtsync.update import summarize_update
 from relay import Relay
-from relay.rooms import Hub, replay
+from relay.room import replay
+from relay.rooms import Hub
+from relay.session import Limits, RelaySession
 
 from .disks import RelayDisk, ReplicaDisk
 from .edits import apply_edit, content, tokens_in
@@ -372,7 +374,7 @@ class Network:
     def _receive(self, link: Link, data: bytes) -> None:
         self.hub.receive(link.relay, data)
         room = self.hub.rooms.get(D)
-        if room is not None and room.held:
+        if room is not None and room.live.held:
             self.stats["the relay held an update for its dependencies"] += 1
         self._collect()
 
@@ -434,7 +436,7 @@ class Network:
         if not self.compactions:
             return False
         doc_id = self.compactions.pop(0)
-        self.disk.run(self.relay._compact(doc_id))
+        self.disk.run(self.relay.persistence.compact(doc_id))
         self.stats["the relay compacted its storage"] += 1
         self.log.append("the relay compacts its storage")
         self.storage_version += 1
@@ -554,7 +556,8 @@ class Network:
     def stored(self) -> tuple[pycrdt.Doc[Any], list[bytes]]:
         """The relay's storage as a restarted relay loads it: the document, and the
         updates it holds for missing dependencies."""
-        doc, held = replay(self.disk.load(D))
+        replayed = replay(self.disk.load(D))
+        doc, held = replayed.doc, replayed.held
         return doc, [item.update for item in held]
 
     def check_acked_are_stored(self) -> None:
@@ -581,7 +584,7 @@ class Network:
         for node in self.nodes:
             loaded = node.replica.store.load_document(D)
             assert loaded is not None
-            rebuilt, _, _ = _rebuild(loaded)
+            rebuilt = rebuild_document(loaded)[0].doc
             assert doc_state(rebuilt) == doc_state(self.doc(node.index)), (
                 f"replica {node.index}: its store lacks what its document holds"
             )
@@ -633,7 +636,7 @@ class Network:
         room = self.hub.rooms[D]
         stored, held = self.stored()
         assert not held, f"the relay's storage still holds {len(held)} update(s)"
-        assert not room.held, f"the relay's room still holds {len(room.held)} update(s)"
+        assert not room.live.held, f"the relay's room still holds {len(room.live.held)} update(s)"
         expected = doc_state(room.doc)
         for name, doc in [*((f"replica {i}", d) for i, d in enumerate(docs)), ("storage", stored)]:
             assert doc_state(doc) == expected, f"{name} did not converge with the relay's room"
@@ -644,7 +647,8 @@ class Network:
             assert node.session.is_synced(D), f"replica {node.index} is not synced"
             loaded = node.replica.store.load_document(D)
             assert loaded is not None
-            rebuilt, replica_held, _ = _rebuild(loaded)
+            live, _ = rebuild_document(loaded)
+            rebuilt, replica_held = live.doc, live.held
             assert not replica_held, f"replica {node.index}'s store still holds updates"
             assert doc_state(rebuilt) == expected
             assert content(rebuilt) == content(room.doc)

@@ -1,6 +1,6 @@
 """A deterministic in-process network for the sans-I/O sessions.
 
-Wires :class:`~crdtsync.session.ClientSession` objects (each over a real
+Wires :class:`~crdtsync.sync.session.ClientSession` objects (each over a real
 :class:`~crdtsync.Replica`) to one :class:`~relay.rooms.Hub` whose storage is a
 plain dict, and moves frames only when told to. No sockets, no asyncio, no
 clock: the same objects the relay server and the asyncio client drive.
@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from crdtsync import Replica
 from crdtsync.events import DocumentOpened, LocalUpdate, ReplicaEvent
 from crdtsync.ids import DocId
-from crdtsync.session import ClientSession, Limits, RelaySession
-from relay.rooms import Hub, Write
+from crdtsync.sync.session import ClientSession
+from relay.room import Write
+from relay.rooms import Hub
+from relay.session import Limits, RelaySession
 from relay.storage import StoredRoom, StoredUpdate
 
 

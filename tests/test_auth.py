@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from crdtsync.errors import AuthError
-from crdtsync.protocol import ErrorCode
+from crdtsync.sync.protocol import ErrorCode
 from relay.auth import (
     ENV_SECRET,
     KeyRing,

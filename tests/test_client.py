@@ -17,13 +17,13 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosedError, InvalidURI
 
 from crdtsync import MemoryStore, Replica
-from crdtsync.client import backoff, is_retryable
 from crdtsync.errors import ProtocolError, RelayRefusedError, StoreWriteError, SyncError
 from crdtsync.events import RelayErrorReceived, ReplicaEvent, SyncStatus
 from crdtsync.ids import DocId
-from crdtsync.protocol import ErrorCode, ErrorFrame, encode_frame
 from crdtsync.store import NewEntry
-from relay.rooms import replay
+from crdtsync.sync.client import backoff, is_retryable
+from crdtsync.sync.protocol import ErrorCode, ErrorFrame, encode_frame
+from relay.room import replay
 from relay.server import Relay
 from relay.storage import MemoryData, MemoryStorage
 
@@ -125,7 +125,8 @@ async def test_storage_failure_is_reported_and_nothing_is_lost(replica: Replica)
         await replica.wait_synced(D, timeout=30)
         assert replica.pending(D) == 0
         stored = await relay.storage.load(D)
-        doc, _ = replay(stored)
+        replayed = replay(stored)
+        doc, _ = replayed.doc, replayed.held
         assert doc.get("m", type=pycrdt.Map).to_py() == {"during": "disk full"}
 
 
@@ -163,7 +164,8 @@ async def test_the_relay_compacts_rooms_and_unloads_idle_ones(tmp_path: Path) ->
         stored = await relay.storage.load(D)
         assert stored.snapshot is not None and stored.snapshot_upto > 0
         assert len(stored.updates) < 400
-        doc, held = replay(stored)
+        replayed = replay(stored)
+        doc, held = replayed.doc, replayed.held
         assert held == [] and str(doc.get("t", type=pycrdt.Text)) == expected
         await asyncio.wait_for(unloaded.wait(), 20)  # unloaded once idle
         assert D not in hub.rooms
@@ -241,12 +243,14 @@ async def test_a_change_whose_write_failed_is_stored_before_it_is_sent() -> None
             await a.connect(relay.url)
             with pytest.raises(TimeoutError):  # cannot be stored: not sent
                 await a.wait_synced(D, timeout=0.5)
-            doc, _ = replay(await relay.storage.load(D))
+            replayed = replay(await relay.storage.load(D))
+            doc, _ = replayed.doc, replayed.held
             assert doc.get("m", type=pycrdt.Map).to_py() == {}
             flaky.fail = False  # now it is stored, then sent
             await a.wait_synced(D, timeout=30)
             assert [e.seq for e in a.store.outbox(D)] == []
-            doc, _ = replay(await relay.storage.load(D))
+            replayed = replay(await relay.storage.load(D))
+            doc, _ = replayed.doc, replayed.held
             assert doc.get("m", type=pycrdt.Map).to_py() == {"unstored": "x"}
             await a.disconnect()
 

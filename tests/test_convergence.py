@@ -251,7 +251,7 @@ def test_outbox_batches_never_wait_for_each_other_after_a_relay_crash() -> None:
     net = _crossed_outboxes()
     try:
         room = net.hub.rooms[D]
-        assert not room.held
+        assert not room.live.held
         assert doc_state(room.doc) == doc_state(net.doc(0))
         stored, held = net.stored()
         assert not held

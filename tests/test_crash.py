@@ -28,7 +28,7 @@ import pycrdt
 import pytest
 
 from crdtsync import Durability, Replica
-from crdtsync.replica import DEFAULT_COMPACT_MIN_BYTES
+from crdtsync.document import DEFAULT_COMPACT_MIN_BYTES
 from crdtsync.statevector import decode_state_vector, doc_state
 
 DOC = "doc"

@@ -17,7 +17,7 @@ import pytest
 
 from crdtsync.errors import AuthError
 from crdtsync.ids import DocId, ReplicaId
-from crdtsync.protocol import (
+from crdtsync.sync.protocol import (
     Auth,
     ErrorCode,
     ErrorFrame,
@@ -28,8 +28,8 @@ from crdtsync.protocol import (
     decode_frame,
     encode_frame,
 )
-from crdtsync.session import Access, Limits, RelaySession
 from relay.rooms import Hub
+from relay.session import Access, Limits, RelaySession
 from relay.storage import StoredRoom
 
 D = DocId("site-12/a")

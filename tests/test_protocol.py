@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from crdtsync.errors import ProtocolError
 from crdtsync.ids import DocId, ReplicaId
-from crdtsync.protocol import (
+from crdtsync.statevector import encode_state_vector
+from crdtsync.sync.protocol import (
     Ack,
     Auth,
     Awareness,
@@ -29,7 +30,6 @@ from crdtsync.protocol import (
     encode_frame,
     encode_update,
 )
-from crdtsync.statevector import encode_state_vector
 
 
 def _mutations(data: bytes) -> st.SearchStrategy[bytes]:

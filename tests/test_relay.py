@@ -21,7 +21,8 @@ from websockets.exceptions import ConnectionClosed
 from crdtsync import Replica
 from crdtsync.events import ReplicaEvent, StatusChanged, SyncStatus
 from crdtsync.ids import DocId, ReplicaId
-from crdtsync.protocol import (
+from crdtsync.statevector import doc_state
+from crdtsync.sync.protocol import (
     ErrorCode,
     ErrorFrame,
     Hello,
@@ -32,10 +33,9 @@ from crdtsync.protocol import (
     decode_frame,
     encode_frame,
 )
-from crdtsync.session import Limits, RelaySession
-from crdtsync.statevector import doc_state
-from relay.rooms import replay
+from relay.room import replay
 from relay.server import Relay
+from relay.session import Limits, RelaySession
 from relay.storage import SQLiteStorage
 
 from .relay_helpers import ROOT, RelayProcess, eventually
@@ -172,7 +172,8 @@ async def test_status_transitions_and_wait_synced_across_a_relay_restart(
         await a.wait_synced(D, timeout=30)
         assert a.pending(D) == 0 and a.status is SyncStatus.SYNCED
         stored = await relay.storage.load(D)
-        doc, _ = replay(stored)
+        replayed = replay(stored)
+        doc, _ = replayed.doc, replayed.held
         assert doc.get("form", type=pycrdt.Map).to_py() == {"step": 2}
     finally:
         await a.disconnect()
@@ -336,7 +337,8 @@ async def test_relay_killed_mid_stream_keeps_every_acked_update(
         storage = SQLiteStorage(db)
         await storage.open()
         try:
-            doc, held = replay(await storage.load(D))
+            replayed = replay(await storage.load(D))
+            doc, held = replayed.doc, replayed.held
         finally:
             await storage.close()
         assert held == []

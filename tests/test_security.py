@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from crdtsync import AuthError, Replica
 from crdtsync.events import DocumentRestricted, ReplicaEvent, SyncStatus
 from crdtsync.ids import DocId, ReplicaId
-from crdtsync.protocol import (
+from crdtsync.sync.protocol import (
     ErrorCode,
     ErrorFrame,
     Hello,
@@ -40,9 +40,9 @@ from crdtsync.protocol import (
     decode_frame,
     encode_frame,
 )
-from crdtsync.session import Limits
 from relay import Relay
 from relay.auth import KeyRing, authenticator, issue_token
+from relay.session import Limits
 from relay.yjs import decode_message, encode_sync_step1
 
 from .relay_helpers import eventually

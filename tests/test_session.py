@@ -12,7 +12,8 @@ from crdtsync import Replica
 from crdtsync.errors import ProtocolError
 from crdtsync.events import DocumentSynced, RelayErrorReceived, StatusChanged, SyncStatus
 from crdtsync.ids import DocId, ReplicaId
-from crdtsync.protocol import (
+from crdtsync.statevector import doc_state
+from crdtsync.sync.protocol import (
     Ack,
     ErrorCode,
     ErrorFrame,
@@ -24,9 +25,10 @@ from crdtsync.protocol import (
     decode_frame,
     encode_frame,
 )
-from crdtsync.session import ClientSession, Limits, RelaySession
-from crdtsync.statevector import doc_state
-from relay.rooms import MAX_HELD, Hub
+from crdtsync.sync.session import ClientSession
+from relay.room import MAX_HELD
+from relay.rooms import Hub
+from relay.session import Limits, RelaySession
 from relay.storage import StoredRoom, StoredUpdate
 
 from .sim import SimNetwork, SimStorage
@@ -442,7 +444,7 @@ def test_held_updates_are_bounded_per_room() -> None:
     for client in range(MAX_HELD + 5):  # each waits for clock 0 of its own client
         gapped = bytes([1, 1]) + _varuint(1000 + client) + bytes([1, 0x04, 1]) + _lp("t")
         hub.receive(writer, encode_frame(Update(D, gapped + _lp("y") + b"\0", client + 1)))
-    assert len(hub.rooms[D].held) == MAX_HELD
+    assert len(hub.rooms[D].live.held) == MAX_HELD
     errors = [f for f in map(decode_frame, writer.frames_to_send()) if isinstance(f, ErrorFrame)]
     assert len(errors) == 5 and all(e.code == ErrorCode.INVALID_UPDATE for e in errors)
 

@@ -16,9 +16,9 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from crdtsync import Replica
 from crdtsync.ids import DocId
-from crdtsync.session import ClientSession
 from crdtsync.statevector import doc_state
-from relay.rooms import replay
+from crdtsync.sync.session import ClientSession
+from relay.room import replay
 
 from .sim import SimNetwork
 
@@ -52,7 +52,8 @@ class SyncMachine(RuleBasedStateMachine):
             assert len(texts) == 1
             assert all(r.pending(D) == 0 for r in self.replicas)
             # The relay's storage, replayed from scratch, is the same document.
-            stored, held = replay(self.net.storage.load(D))
+            replayed = replay(self.net.storage.load(D))
+            stored, held = replayed.doc, replayed.held
             assert held == []
             assert doc_state(stored) == states[0]
         finally:
@@ -123,7 +124,8 @@ class SyncMachine(RuleBasedStateMachine):
     @invariant()
     def acknowledged_changes_are_stored(self) -> None:
         """Whatever a replica no longer has pending is in the relay's storage."""
-        stored, _ = replay(self.net.storage.load(D))
+        replayed = replay(self.net.storage.load(D))
+        stored, _ = replayed.doc, replayed.held
         stored_keys = set(stored.get("m", type=pycrdt.Map).keys())
         for replica in self.replicas:
             if replica.pending(D) == 0:

@@ -34,7 +34,7 @@ from crdtsync import Replica
 from crdtsync.events import SyncStatus
 from crdtsync.ids import DocId
 from relay import Relay
-from relay.rooms import replay
+from relay.room import replay
 from relay.storage import SQLiteStorage
 
 from .relay_helpers import eventually
@@ -248,7 +248,8 @@ async def stored_content(db: Path) -> dict[str, Any]:
     storage = SQLiteStorage(db)
     await storage.open()
     try:
-        doc, held = replay(await storage.load(D))
+        replayed = replay(await storage.load(D))
+        doc, held = replayed.doc, replayed.held
     finally:
         await storage.close()
     assert held == []

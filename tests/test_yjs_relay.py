@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from crdtsync import Replica
 from crdtsync.errors import ProtocolError
 from crdtsync.ids import DocId
-from crdtsync.protocol import (
+from crdtsync.sync.protocol import (
     Awareness,
     ErrorFrame,
     Hello,
@@ -33,10 +33,10 @@ from crdtsync.protocol import (
     decode_frame,
     encode_frame,
 )
-from crdtsync.session import RelaySession
 from relay import Relay
 from relay.presence import AwarenessEntry, Presence, decode_awareness, encode_awareness
 from relay.rooms import Hub
+from relay.session import RelaySession
 from relay.storage import StoredRoom, StoredUpdate
 from relay.yjs import (
     MESSAGE_AWARENESS,
@@ -45,6 +45,7 @@ from relay.yjs import (
     SYNC_STEP1,
     SYNC_STEP2,
     SYNC_UPDATE,
+    YjsSession,
     decode_message,
     encode_awareness_message,
     encode_sync_step1,
@@ -184,7 +185,7 @@ def test_a_yjs_session_joins_syncs_and_shares_updates_with_native_sessions() -> 
     _commit(hub, stored)
     native.frames_to_send()
 
-    yjs = hub.open_yjs_session(D, "browser")
+    yjs = hub.open_session("browser", kind=YjsSession, doc_id=D)
     (hello,) = yjs.frames_to_send()
     kind, step, _ = decode_message(hello)
     assert (kind, step) == (MESSAGE_SYNC, SYNC_STEP1)  # the relay's state vector first
@@ -223,8 +224,8 @@ def _native_update(update: bytes, seq: int = 1) -> bytes:
 def test_garbage_from_a_yjs_client_closes_only_that_connection() -> None:
     hub, stored, _ = _hub()
     native = _native(hub, "native")
-    bad = hub.open_yjs_session(D, "bad")
-    good = hub.open_yjs_session(D, "good")
+    bad = hub.open_session("bad", kind=YjsSession, doc_id=D)
+    good = hub.open_session("good", kind=YjsSession, doc_id=D)
     for session in (bad, good):
         session.frames_to_send()
     hub.receive(bad, b"\x00\x02" + b"\xff" * 11)
@@ -232,7 +233,7 @@ def test_garbage_from_a_yjs_client_closes_only_that_connection() -> None:
     assert "bad_frame" in bad.close.reason
     hub.close_session(bad)
     # A well-formed message whose update is garbage: closed with 1007.
-    worse = hub.open_yjs_session(D, "worse")
+    worse = hub.open_session("worse", kind=YjsSession, doc_id=D)
     hub.receive(worse, encode_update_message(b"\x01\x02\x03garbage"))
     assert worse.close is not None and worse.close.code == 1007
     hub.close_session(worse)
@@ -245,7 +246,7 @@ def test_garbage_from_a_yjs_client_closes_only_that_connection() -> None:
 def test_presence_crosses_protocols_and_leaves_with_the_connection() -> None:
     hub, _, now = _hub()
     native = _native(hub, "native")
-    yjs = hub.open_yjs_session(D, "browser")
+    yjs = hub.open_session("browser", kind=YjsSession, doc_id=D)
     yjs.frames_to_send()
     hub.receive(yjs, encode_awareness_message(_awareness(42, 1, {"user": "ana"})))
     (frame,) = native.frames_to_send()
@@ -254,7 +255,7 @@ def test_presence_crosses_protocols_and_leaves_with_the_connection() -> None:
     assert decode_awareness(received.payload)[0].state == '{"user": "ana"}'
 
     # A newcomer gets the current states right after its sync.
-    late = hub.open_yjs_session(D, "late")
+    late = hub.open_session("late", kind=YjsSession, doc_id=D)
     _, states = late.frames_to_send()
     assert decode_message(states)[0] == MESSAGE_AWARENESS
     # query awareness: answered with every state.
@@ -289,7 +290,7 @@ def test_presence_crosses_protocols_and_leaves_with_the_connection() -> None:
 def test_a_yjs_session_joining_a_loading_room_waits_for_it() -> None:
     loads: list[DocId] = []
     hub = Hub("relay", on_load=loads.append)
-    yjs = hub.open_yjs_session(D, "early")
+    yjs = hub.open_session("early", kind=YjsSession, doc_id=D)
     hub.receive(yjs, encode_update_message(_text_update("early")))
     assert yjs.frames_to_send() == [] and loads == [D]
     hub.loaded(D, StoredRoom(D, None, 0, [StoredUpdate(1, _text_update("old", 9))]))

@@ -37,8 +37,7 @@ import time
 import uuid
 import warnings
 import zlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Concatenate, Literal, ParamSpec, TypeVar
@@ -46,9 +45,7 @@ from typing import Concatenate, Literal, ParamSpec, TypeVar
 from ..errors import (
     StoreCorruptError,
     StoreError,
-    StoreLockedError,
     StoreVersionError,
-    StoreWriteError,
 )
 from ..ids import DocId, ReplicaId
 from .base import (
@@ -61,6 +58,18 @@ from .base import (
     StoredDocument,
     check_entries,
 )
+from .sqlitefile import (
+    REGISTRY_LOCK,
+    REPLICA_APPLICATION_ID,
+    OpenFiles,
+    check_existing_file,
+    describe,
+    identify,
+    open_error,
+    read_error,
+    validate_read_only,
+    write_error,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -69,7 +78,6 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 _ID_BITS = 40
 _MAX_DOC_NUM = (1 << 23) - 1
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _PAGE_SIZE = 1024  # small pages: a one-edit commit writes ~1 KiB to the WAL, not 4 KiB
 
 _SCHEMA = """
@@ -105,13 +113,15 @@ _R = TypeVar("_R")
 def _reads(
     method: Callable[Concatenate[SQLiteStore, _P], _R],
 ) -> Callable[Concatenate[SQLiteStore, _P], _R]:
-    """Run a read method inside :meth:`SQLiteStore._reading`: only StoreErrors escape."""
+    """A read method whose SQLite errors become store errors (only StoreErrors escape)."""
 
     action = method.__name__.strip("_").replace("_", " ")
 
     def wrapper(self: SQLiteStore, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        with self._reading(action):
+        try:
             return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise read_error(self.path, action, exc) from exc
 
     functools.update_wrapper(wrapper, method)
     return wrapper
@@ -148,109 +158,6 @@ def _runs(ids: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def check_sqlite_header(path: Path) -> None:
-    """Raise :class:`StoreCorruptError` unless ``path`` starts like a whole SQLite file.
-
-    Reads the 100-byte header only; never writes.
-    """
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        header = fh.read(100)
-    if len(header) < 100 or not header.startswith(_SQLITE_MAGIC):
-        raise StoreCorruptError(f"{path} is not a crdtsync store (not an SQLite database)")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    if page_size < 512 or page_size & (page_size - 1):
-        raise StoreCorruptError(f"{path} has an invalid SQLite header (page size {page_size})")
-    change_counter = int.from_bytes(header[24:28], "big")
-    page_count = int.from_bytes(header[28:32], "big")
-    valid_for = int.from_bytes(header[92:96], "big")
-    wal = path.with_name(path.name + "-wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        # A crash during a checkpoint can leave the file shorter than its header
-        # says while the pages are still in the WAL: SQLite recovers it, and
-        # quick_check judges the result.
-        return
-    if valid_for == change_counter and size < page_count * page_size:
-        raise StoreCorruptError(
-            f"{path} is truncated: {size} bytes where its header says {page_count * page_size}"
-        )
-
-
-def check_existing_file(path: Path) -> bool:
-    """Checks of a store file that need no SQLite (never writes). True if ``path``
-    holds a database; False if it is missing or empty (a store is created in it).
-
-    Raises :class:`StoreCorruptError` for an empty file beside a non-empty WAL or
-    journal, or a file that does not start like a whole SQLite database.
-    """
-    if not path.exists():
-        return False
-    if not path.is_file():
-        raise StoreError(f"cannot open {path}: not a regular file")
-    if path.stat().st_size == 0:
-        for suffix in ("-wal", "-journal"):
-            side = path.with_name(path.name + suffix)
-            if side.exists() and side.stat().st_size > 0:
-                raise StoreCorruptError(
-                    f"{path} is empty but {side.name} holds data: refusing to "
-                    "start a new store over it"
-                )
-        return False  # created and never written: start a new store in it
-    check_sqlite_header(path)
-    return True
-
-
-def validate_read_only(path: Path, inspect: Callable[[sqlite3.Connection], bool]) -> None:
-    """Look at an existing database on a read-only connection, never writing to it.
-
-    ``inspect(conn)`` raises a :class:`StoreError` subclass unless the file is the
-    expected kind of store, and returns False for an empty database (nothing more
-    to check); then ``PRAGMA quick_check`` runs. SQLite errors become
-    :class:`StoreLockedError` or :class:`StoreCorruptError`. A read-only
-    connection never checkpoints a WAL into a file about to be refused, and side
-    files it created are removed.
-    """
-    sides = [path.with_name(path.name + suffix) for suffix in ("-wal", "-shm")]
-    created = [side for side in sides if not side.exists()]
-    try:
-        conn = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, timeout=0)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open {path}: {exc}") from exc
-    try:
-        if not inspect(conn):
-            return
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
-        if problems != ["ok"]:
-            raise StoreCorruptError(f"{path} is damaged: {'; '.join(problems[:3])}")
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc):
-            raise StoreLockedError(f"{path} is in use by another process") from exc
-        raise StoreCorruptError(f"{path} cannot be read: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
-        raise StoreCorruptError(f"{path} is damaged: {exc}") from exc
-    finally:
-        conn.close()
-        for side in created:
-            if side.exists() and (side.name.endswith("-shm") or side.stat().st_size == 0):
-                side.unlink()
-
-
-# Files open in this process, by (device, inode). SQLite's exclusive lock is a POSIX
-# lock, and POSIX drops all of a process's locks on a file when *any* descriptor of
-# that file is closed: a second open attempt from this process must be refused
-# before it touches the file, or it would silently unlock the first.
-_OPEN_FILES: set[tuple[int, int]] = set()
-
-
-def _file_key(path: Path) -> tuple[int, int] | None:
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return (stat.st_dev, stat.st_ino)
-
-
 class SQLiteStore:
     """A :class:`~crdtsync.store.Store` in one SQLite file.
 
@@ -267,9 +174,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._key: tuple[int, int] | None = None
         self._unclean = False
-        key = _file_key(self.path)
-        if key is not None and key in _OPEN_FILES:
-            raise StoreLockedError(f"{self.path} is in use: already open in this process")
+        OpenFiles.check(self.path)
         try:
             exists = self._check_file()
         except OSError as exc:
@@ -289,9 +194,8 @@ class SQLiteStore:
             conn.close()
             raise
         self._conn = conn
-        self._key = _file_key(self.path)
-        if self._key is not None:
-            _OPEN_FILES.add(self._key)
+        with REGISTRY_LOCK:
+            self._key = OpenFiles.claim(self.path)
         try:
             self._replica_id = self._read_replica_id()
             self._start_session()
@@ -313,17 +217,14 @@ class SQLiteStore:
         validate_read_only(self.path, self._inspect)
 
     def _inspect(self, conn: sqlite3.Connection) -> bool:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {
-            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        }
+        identity = identify(conn)
+        app, version, tables = identity
         if version == 0 and not tables:
             return False  # a valid but empty SQLite file: the store is created in it
-        (app,) = conn.execute("PRAGMA application_id").fetchone()
-        if app != 0:  # the relay's storage sets one ("crsy"); replica stores never do
+        if app != REPLICA_APPLICATION_ID:
             raise StoreCorruptError(
                 f"{self.path} is an SQLite database but not a crdtsync replica store "
-                f"(application id {app:#x})"
+                f"({describe(identity)})"
             )
         self._check_schema(version, tables)
         return True
@@ -360,12 +261,8 @@ class SQLiteStore:
             # Take the exclusive lock now, so a second opener fails at open, not mid-edit.
             conn.execute("BEGIN IMMEDIATE")
             conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
-                raise StoreLockedError(f"{self.path} is in use by another process") from exc
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise open_error(self.path, exc) from exc
 
     def _start_session(self) -> None:
         """Record, durably, that the store is open; see :attr:`unclean`.
@@ -468,25 +365,7 @@ class SQLiteStore:
         return DocumentInfo(doc_id, doc.client_id, doc.acked_seq, doc.last_seq)
 
     def _write_error(self, action: str, exc: sqlite3.Error) -> StoreError:
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            return StoreLockedError(f"{action} in {self.path}: {exc}")
-        if isinstance(exc, sqlite3.ProgrammingError):
-            return StoreError(f"{action} in {self.path}: {exc} (a store belongs to one thread)")
-        return StoreWriteError(f"{action} in {self.path} failed: {exc}")
-
-    @contextmanager
-    def _reading(self, action: str) -> Iterator[None]:
-        """Turn SQLite errors while reading into the store's own error tree."""
-        try:
-            yield
-        except sqlite3.ProgrammingError as exc:
-            raise StoreError(
-                f"{action} in {self.path}: {exc} (a store belongs to one thread)"
-            ) from exc
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{action} in {self.path} failed: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(f"{action} in {self.path} failed: {exc}") from exc
+        return write_error(self.path, action, exc)
 
     def _rollback(self) -> None:
         conn = self._db
@@ -634,10 +513,12 @@ class SQLiteStore:
         if any(not doc.first_id <= entry_id <= doc.last_id for entry_id in ids):
             raise ValueError(f"an id to remove is not a log entry of {doc_id!r}")
         conn = self._db
-        with self._reading(f"reading {doc_id!r}"):
+        try:
             kinds = [
                 conn.execute("SELECT kind FROM log WHERE id = ?", (i,)).fetchone() for i in ids
             ]
+        except sqlite3.Error as exc:
+            raise read_error(self.path, f"reading {doc_id!r}", exc) from exc
         if any(row is not None and row[0] == int(EntryKind.LOCAL) for row in kinds):
             raise ValueError("local entries cannot be removed")
         try:
@@ -699,7 +580,7 @@ class SQLiteStore:
                 logger.warning("could not mark %s as cleanly closed: %s", self.path, exc)
             conn.close()
             if self._key is not None:
-                _OPEN_FILES.discard(self._key)
+                OpenFiles.release(self._key)
             logger.debug("closed store %s", self.path)
 
     def __enter__(self) -> SQLiteStore:

@@ -102,6 +102,11 @@ class RelayStorage(Protocol):
     """True when data survives ``kill -9`` of the process once :meth:`append`
     (or :meth:`compact`) returned. False for memory storage."""
 
+    shared: bool
+    """True when other relay processes append to the same storage (Redis): a room
+    in memory is then not known to be all that storage holds, and compaction
+    replays storage instead of encoding the room. False for memory and SQLite."""
+
     async def open(self) -> None:
         """Create the storage or validate the existing one, and lock it for this process.
 

@@ -79,6 +79,7 @@ class MemoryStorage:
     """
 
     durable = False
+    shared = False
     """Memory storage loses everything with the process."""
 
     def __init__(self, data: MemoryData | None = None) -> None:
@@ -165,7 +166,8 @@ class MemoryStorage:
 
     # -- writes ---------------------------------------------------------------------------
 
-    def _check_room(self, action: str) -> None:
+    def _check_disk_space(self, action: str) -> None:
+        """Fail the write as a full disk would, when the test data says it is full."""
         if self.data.disk_full:
             logger.warning("relay storage %s: %s failed: disk full (simulated)", self.url, action)
             raise StoreWriteError(f"relay storage {self.url}: {action} failed: disk full")
@@ -183,7 +185,7 @@ class MemoryStorage:
         owners = check_claims(claims)
         if not checked and not owners:
             return []
-        self._check_room(f"storing {len(checked)} update(s)")
+        self._check_disk_space(f"storing {len(checked)} update(s)")
         data = self.data
         for doc_id, client, owner in owners:
             data.claims.setdefault(doc_id, {}).setdefault(client, owner)
@@ -205,7 +207,7 @@ class MemoryStorage:
         problem = stale_compaction(doc_id, upto, current, data.last_id)
         if problem is not None:
             raise ValueError(problem)
-        self._check_room(f"compacting {doc_id!r}")
+        self._check_disk_space(f"compacting {doc_id!r}")
         data.snapshots[doc_id] = (snapshot, upto)
         kept = [entry for entry in data.logs.pop(doc_id, ()) if entry.id > upto]
         if kept:

@@ -46,7 +46,6 @@ import asyncio
 import functools
 import logging
 import sqlite3
-import threading
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -58,19 +57,23 @@ from typing import Literal, ParamSpec, Self, TypeVar
 from crdtsync.errors import (
     StoreCorruptError,
     StoreError,
-    StoreLockedError,
     StoreVersionError,
-    StoreWriteError,
 )
 from crdtsync.ids import DocId, check_doc_id
 
-# The replica store's registry of files open in this process is shared on purpose:
-# a relay storage and a replica store must not open the same file either.
-from crdtsync.store.sqlite import (
-    _OPEN_FILES,
-    _file_key,
+# The registry of files open in this process is shared with the replica store on
+# purpose: a relay storage and a replica store must not open the same file either.
+from crdtsync.store.sqlitefile import (
+    REGISTRY_LOCK,
+    RELAY_APPLICATION_ID,
+    OpenFiles,
     check_existing_file,
+    describe,
+    identify,
+    open_error,
+    read_error,
     validate_read_only,
+    write_error,
 )
 
 from .base import (
@@ -88,10 +91,9 @@ __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStorage", "Synchronous"]
 
 logger = logging.getLogger("relay.storage")
 
-APPLICATION_ID = 0x63727379
-"""``PRAGMA application_id`` of a relay store: ASCII "crsy". The replica store
-leaves it at 0 and has a ``meta`` table this layout lacks, so neither opens the
-other's file."""
+APPLICATION_ID = RELAY_APPLICATION_ID
+"""``PRAGMA application_id`` of a relay store: ASCII "crsy" (a replica store's is
+0), so neither opens the other's file."""
 
 SCHEMA_VERSION = 2
 """``PRAGMA user_version`` of the layout this code reads and writes."""
@@ -126,13 +128,8 @@ _SCHEMA = (
 )
 _TABLES = {"docs", "log"}
 _V2_TABLES = {"claims"}
-_REPLICA_TABLES = {"meta", "docs", "log"}
 _INSERT = "INSERT INTO log (id, num, crc, data) VALUES (?, ?, ?, ?)"
 _NUM_CACHE_LIMIT = 100_000  # document numbers remembered; forgotten all at once beyond
-
-# Held while a relay storage checks, opens or releases a file: two storages opening
-# the same new file at once must not both pass the registry check.
-_REGISTRY_LOCK = threading.RLock()  # reentrant: __del__ may run inside it
 
 _State = Literal["new", "open", "closed"]
 _P = ParamSpec("_P")
@@ -152,6 +149,8 @@ class SQLiteStorage:
 
     durable = True
     """A commit is in the file (``"full"``: on disk) when :meth:`append` returns."""
+    shared = False
+    """The file is locked to this process: no other relay appends to it."""
 
     def __init__(self, path: str | PathLike[str], synchronous: Synchronous = "full") -> None:
         if synchronous not in ("full", "normal"):
@@ -233,11 +232,9 @@ class SQLiteStorage:
         )
 
     def _open(self) -> None:
-        with _REGISTRY_LOCK:
+        with REGISTRY_LOCK:
             try:
-                key = _file_key(self.path)
-                if key is not None and key in _OPEN_FILES:
-                    raise StoreLockedError(f"{self.path} is in use: already open in this process")
+                OpenFiles.check(self.path)
                 exists = self._check_file()
                 if exists:
                     self._validate()
@@ -251,13 +248,11 @@ class SQLiteStorage:
                 raise StoreError(f"cannot open {self.path}: {exc}") from exc
             try:
                 self._last_id = self._prepare(conn)
-                self._key = _file_key(self.path)
             except BaseException:
                 conn.close()
                 raise
             self._conn = conn
-            if self._key is not None:
-                _OPEN_FILES.add(self._key)
+            self._key = OpenFiles.claim(self.path)
 
     def _check_file(self) -> bool:
         """Checks that need no SQLite. True if the file holds a database already."""
@@ -270,17 +265,14 @@ class SQLiteStorage:
         validate_read_only(self.path, self._inspect)
 
     def _inspect(self, conn: sqlite3.Connection) -> bool:
-        app, version, tables = _identify(conn)
+        identity = identify(conn)
+        app, version, tables = identity
         if app == 0 and version == 0 and not tables:
             return False  # a valid but empty SQLite file: the store is created in it
         if app != APPLICATION_ID:
-            what = (
-                "a crdtsync replica store"
-                if tables >= _REPLICA_TABLES
-                else f"tables: {', '.join(sorted(tables)) or 'none'}"
-            )
             raise StoreCorruptError(
-                f"{self.path} is an SQLite database but not a crdtsync relay store ({what})"
+                f"{self.path} is an SQLite database but not a crdtsync relay store "
+                f"({describe(identity)})"
             )
         if version != SCHEMA_VERSION and version not in _MIGRATABLE:
             raise StoreVersionError(
@@ -300,7 +292,7 @@ class SQLiteStorage:
         try:
             conn.execute("PRAGMA locking_mode = EXCLUSIVE")
             conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
-            app, version, tables = _identify(conn)
+            app, version, tables = identify(conn)
             if app == 0 and version == 0 and not tables:
                 self._create(conn)
             elif app != APPLICATION_ID or not tables >= _TABLES:
@@ -317,12 +309,8 @@ class SQLiteStorage:
             (last_log,) = conn.execute("SELECT max(id) FROM log").fetchone()
             (last_upto,) = conn.execute("SELECT max(snapshot_upto) FROM docs").fetchone()
             conn.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
-                raise StoreLockedError(f"{self.path} is in use by another process") from exc
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise StoreCorruptError(f"{self.path} cannot be read: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise open_error(self.path, exc) from exc
         return max(last_log or 0, last_upto or 0)
 
     def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
@@ -377,16 +365,15 @@ class SQLiteStorage:
             logger.info("relay storage %s closed", self.path)
 
     def _close(self) -> None:
-        with _REGISTRY_LOCK:
+        with REGISTRY_LOCK:
             conn, self._conn = self._conn, None
             if conn is not None:
                 try:
                     conn.close()
                 except sqlite3.Error as exc:
                     logger.warning("relay storage %s: closing failed: %s", self.path, exc)
-            if self._key is not None:
-                _OPEN_FILES.discard(self._key)
-                self._key = None
+            OpenFiles.release(self._key)
+            self._key = None
             self._nums.clear()
 
     async def __aenter__(self) -> Self:
@@ -411,18 +398,16 @@ class SQLiteStorage:
     # -- errors ---------------------------------------------------------------------------------
 
     def _read_error(self, action: str, exc: sqlite3.Error) -> StoreError:
-        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-            logger.error("relay storage %s: %s failed: %s", self.path, action, exc)
-            return StoreCorruptError(f"{self.path}: {action} failed: {exc}")
-        logger.warning("relay storage %s: %s failed: %s", self.path, action, exc)
-        return StoreError(f"{self.path}: {action} failed: {exc}")
+        return self._logged(read_error(self.path, action, exc))
 
     def _write_error(self, action: str, exc: sqlite3.Error) -> StoreError:
-        if getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
-            logger.error("relay storage %s: %s failed: %s", self.path, action, exc)
-            return StoreCorruptError(f"{self.path}: {action} failed: {exc}")
-        logger.warning("relay storage %s: %s failed: %s", self.path, action, exc)
-        return StoreWriteError(f"{self.path}: {action} failed: {exc}")
+        return self._logged(write_error(self.path, action, exc))
+
+    @staticmethod
+    def _logged(error: StoreError) -> StoreError:
+        log = logger.error if isinstance(error, StoreCorruptError) else logger.warning
+        log("relay storage: %s", error)
+        return error
 
     def _corrupt(self, message: str) -> StoreCorruptError:
         logger.error("relay storage %s: %s", self.path, message)
@@ -589,11 +574,3 @@ class SQLiteStorage:
         """Keep ``callback``; it is never called: the file is locked to this process, so
         no other relay process can append to it."""
         self._callbacks.append(callback)
-
-
-def _identify(conn: sqlite3.Connection) -> tuple[int, int, set[str]]:
-    """``(application_id, user_version, table names)`` of an open database."""
-    (app,) = conn.execute("PRAGMA application_id").fetchone()
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return app, version, tables

@@ -1,9 +1,10 @@
 """The asyncio websocket connector: moves bytes between a relay and a
-:class:`~crdtsync.session.ClientSession`, reconnects, and reports status.
+:class:`~crdtsync.sync.session.ClientSession`, reconnects, and reports status.
 
 All protocol decisions are in the session; this module only dials, reads,
 writes, waits and decides which failures are worth retrying. Apps use it
-through :meth:`crdtsync.Replica.connect`.
+through :meth:`crdtsync.Replica.connect` (the ``crdtsync`` package registers
+:class:`Connector` as the replica's :class:`~crdtsync.replica.SyncLink`).
 """
 
 from __future__ import annotations
@@ -13,15 +14,14 @@ import inspect
 import logging
 import random
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Callable, Iterator
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from .errors import AuthError, ProtocolError, RelayRefusedError, StoreError, SyncError
-from .events import (
+from ..errors import AuthError, ProtocolError, RelayRefusedError, StoreError, SyncError
+from ..events import (
     AwarenessReceived,
     DocumentLive,
     DocumentOpened,
@@ -33,14 +33,14 @@ from .events import (
     StatusChanged,
     SyncStatus,
 )
-from .ids import DocId
-from .protocol import DEFAULT_MAX_FRAME, ErrorCode
+from ..ids import DocId
+from ..link import Token
+from ..replica import Replica
+from .presence import PresenceLink
+from .protocol import DEFAULT_MAX_FRAME, TOKEN_REFUSALS, ErrorCode
 from .session import ClientSession
 
-if TYPE_CHECKING:
-    from .replica import Replica
-
-__all__ = ["Connector", "Token", "backoff", "is_retryable"]
+__all__ = ["Connector", "backoff", "is_retryable"]
 
 logger = logging.getLogger("crdtsync.client")
 
@@ -48,22 +48,7 @@ logger = logging.getLogger("crdtsync.client")
 _FATAL_CODES = frozenset({ErrorCode.UNSUPPORTED_VERSION})
 # Token refusals: fatal (AuthError), except an expiry on a live connection when the
 # token comes from a callable (the next connection asks it for a fresh one).
-_AUTH_CODES = frozenset(
-    {
-        ErrorCode.TOKEN_REQUIRED,
-        ErrorCode.TOKEN_INVALID,
-        ErrorCode.TOKEN_EXPIRED,
-        ErrorCode.TOKEN_NOT_YET_VALID,
-        ErrorCode.UNKNOWN_KEY,
-        ErrorCode.WRONG_ALGORITHM,
-        ErrorCode.PERMISSION_DENIED,
-    }
-)
-
-Token: TypeAlias = str | Callable[[], str | Awaitable[str]] | None
-"""A token for the relay: a string, or a callable (plain or async) returning a
-fresh one, called before every connection and when the relay says the current
-one is about to expire."""
+_AUTH_CODES = TOKEN_REFUSALS | {ErrorCode.PERMISSION_DENIED}
 
 
 def backoff(
@@ -110,7 +95,9 @@ class Connector:
     """Keeps one replica connected to one relay until :meth:`stop`.
 
     Created by :meth:`crdtsync.Replica.connect`. Syncs every document the
-    replica has open (and every document opened later).
+    replica has open (and every document opened later): from :meth:`start` to
+    :meth:`stop` it observes the replica's events (local changes are sent as
+    soon as they are stored) and links its presence to the connection.
     """
 
     def __init__(
@@ -151,7 +138,8 @@ class Connector:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._ws: ClientConnection | None = None
-        self._awareness_handlers: list[Callable[[DocId, bytes], None]] = []
+        self._presence = PresenceLink(replica.presence, self.send_awareness)
+        self._unobserve: list[Callable[[], None]] = []
         self.error: BaseException | None = None
         """The fatal error that stopped the connector, if any."""
 
@@ -173,14 +161,27 @@ class Connector:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
-        """Start connecting in the background (returns at once)."""
-        if self._task is None:
-            self._task = self._loop.create_task(self._run(), name=f"crdtsync-sync {self.url}")
+        """Start syncing the replica's open documents, connecting in the background
+        (returns at once)."""
+        if self._task is not None:
+            return
+        for doc_id in self._replica.open_documents():
+            self.add_document(doc_id)
+        self._unobserve = [
+            self._replica.observe(self.on_replica_event),
+            self._replica.observe(self._presence.on_event),
+        ]
+        self._presence.attach()
+        self._task = self._loop.create_task(self._run(), name=f"crdtsync-sync {self.url}")
 
     async def stop(self) -> None:
         """Close the connection (code 1000) and stop reconnecting."""
         task, self._task = self._task, None
         self._stopping = True
+        for unobserve in self._unobserve:
+            unobserve()
+        self._unobserve = []
+        await self._presence.detach()
         ws = self._ws
         if ws is not None:
             try:
@@ -236,10 +237,6 @@ class Connector:
     def _send_awareness(self, doc_id: DocId, payload: bytes) -> None:
         if self._session.send_awareness(doc_id, payload):
             self._flush()
-
-    def on_awareness(self, handler: Callable[[DocId, bytes], None]) -> None:
-        """Call ``handler(doc_id, payload)`` for presence received from others."""
-        self._awareness_handlers.append(handler)
 
     async def wait_synced(self, doc_id: DocId, timeout: float | None) -> None:
         """Wait until ``doc_id`` is caught up with the relay and nothing of it is
@@ -412,22 +409,22 @@ class Connector:
                     flag.set()
                 else:
                     flag.clear()
-                self._replica._emit(event)
+                self._replica.events.emit(event)
             elif isinstance(event, StatusChanged):
                 logger.info("sync status: %s", event.status.value)
                 if event.status in (SyncStatus.SYNCING, SyncStatus.SYNCED):
                     self._attempted.set()
                 self._healthy = self._healthy or event.status is SyncStatus.SYNCED
                 self._status_changed.set()
-                self._replica._emit(event)
+                self._replica.events.emit(event)
             elif isinstance(event, DocumentLive):
-                self._replica._emit(event)
+                self._replica.events.emit(event)
             elif isinstance(event, DocumentRestricted):
                 logger.warning("relay restricts %r: %s", event.doc_id, event.message)
                 self._synced.setdefault(event.doc_id, asyncio.Event()).set()  # wake waiters
-                self._replica._emit(event)
+                self._replica.events.emit(event)
             elif isinstance(event, RelayErrorReceived):
-                self._replica._emit(event)
+                self._replica.events.emit(event)
                 code = event.error.code
                 if event.error.fatal and code in _FATAL_CODES:
                     self._refused = RelayRefusedError(code, event.error.message)
@@ -437,12 +434,9 @@ class Connector:
                         self._refused = AuthError(code, event.error.message)
                 elif code == ErrorCode.TOKEN_EXPIRED:
                     self._renew_token()
-            elif isinstance(event, AwarenessReceived):
-                for handler in self._awareness_handlers:
-                    try:
-                        handler(event.doc_id, event.payload)
-                    except Exception:  # an app's handler must not break syncing
-                        logger.exception("awareness handler %r failed", handler)
+            elif isinstance(event, AwarenessReceived) and not self._replica.closed:
+                replica = self._replica
+                replica.presence.received(event.doc_id, event.payload, replica.open(event.doc_id))
 
     def _renew_token(self) -> None:
         """The relay says the token is about to expire: send a fresh one (AUTH)."""

@@ -2,8 +2,9 @@
 
 Nothing here does I/O. One websocket message carries exactly one frame: a
 msgpack map whose ``"type"`` names the frame. The session objects
-(:mod:`crdtsync.session`) decide *when* frames are sent; this module only says
-what a frame is and whether a received one is well formed.
+(:mod:`crdtsync.sync.session`, ``relay.session``) decide *when* frames are
+sent; this module only says what a frame is and whether a received one is well
+formed.
 
 =============  =====  ==========================================================
 frame          dir.   fields
@@ -33,9 +34,9 @@ from typing import Any, Final
 
 import msgpack
 
-from .errors import ProtocolError
-from .ids import DocId, ReplicaId
-from .statevector import decode_state_vector
+from ..errors import ProtocolError
+from ..ids import DocId, ReplicaId
+from ..statevector import decode_state_vector
 
 __all__ = [
     "DEFAULT_MAX_DOCS",
@@ -129,6 +130,20 @@ class ErrorCode:
     """The document would exceed the largest size the relay holds."""
     TOO_MANY_CONNECTIONS: Final = "too_many_connections"
     """Too many open connections from this address (HTTP 429 before the upgrade)."""
+
+
+TOKEN_REFUSALS: Final = frozenset(
+    {
+        ErrorCode.TOKEN_REQUIRED,
+        ErrorCode.TOKEN_INVALID,
+        ErrorCode.TOKEN_EXPIRED,
+        ErrorCode.TOKEN_NOT_YET_VALID,
+        ErrorCode.UNKNOWN_KEY,
+        ErrorCode.WRONG_ALGORITHM,
+    }
+)
+"""The codes that refuse a token itself (HTTP 401 before an upgrade), as opposed
+to what a valid token does not grant (``permission_denied``, HTTP 403)."""
 
 
 @dataclass(frozen=True, slots=True)
