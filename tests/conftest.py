@@ -8,8 +8,12 @@ variable ``CRDTSYNC_HYPOTHESIS_PROFILE=thorough``.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from crdtsync import Replica
 
 for name, examples, steps in (("ci", 60, 40), ("thorough", 1000, 100)):
     settings.register_profile(
@@ -21,3 +25,12 @@ for name, examples, steps in (("ci", 60, 40), ("thorough", 1000, 100)):
         print_blob=True,
     )
 settings.load_profile(os.environ.get("CRDTSYNC_HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Replica]]:
+    """Three in-memory replicas, closed after the test."""
+    made = [Replica(":memory:") for _ in range(3)]
+    yield made
+    for replica in made:
+        replica.close()

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import pycrdt
+
 from crdtsync import Replica
 from crdtsync.events import DocumentOpened, LocalUpdate, ReplicaEvent
 from crdtsync.ids import DocId
@@ -133,3 +135,8 @@ class SimNetwork:
             if not self.step():
                 return
         raise AssertionError("the network did not go quiet")
+
+
+def text(replica: Replica, doc_id: str = "doc") -> pycrdt.Text:
+    """The root Text ``t`` of ``doc_id`` (opened if needed)."""
+    return replica.open(doc_id).get("t", type=pycrdt.Text)
