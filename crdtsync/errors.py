@@ -88,7 +88,7 @@ class InvalidUpdateError(CrdtsyncError, ValueError):
 
 class ProtocolError(CrdtsyncError):
     """A frame could not be decoded, a field is invalid, or a frame arrived where
-    the protocol does not allow it. Raised by :func:`crdtsync.protocol.decode_frame`
+    the protocol does not allow it. Raised by :func:`crdtsync.sync.protocol.decode_frame`
     and by the session objects; never for a problem of the local side."""
 
 

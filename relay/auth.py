@@ -82,7 +82,7 @@ def parse_doc_pattern(text: str) -> tuple[str, Permission]:
 
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What a verified token allows (implements :class:`crdtsync.session.Access`)."""
+    """What a verified token allows (implements :class:`relay.session.Access`)."""
 
     subject: str
     expires_at: float | None

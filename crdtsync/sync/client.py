@@ -42,7 +42,7 @@ from .session import ClientSession
 
 __all__ = ["Connector", "backoff", "is_retryable"]
 
-logger = logging.getLogger("crdtsync.client")
+logger = logging.getLogger("crdtsync.sync.client")
 
 # Relay errors that reconnecting cannot fix.
 _FATAL_CODES = frozenset({ErrorCode.UNSUPPORTED_VERSION})

@@ -63,7 +63,7 @@ from .protocol import (
 
 __all__ = ["FRAME_OVERHEAD", "MAX_RECEIVE", "ClientSession", "SyncTarget"]
 
-logger = logging.getLogger("crdtsync.session")
+logger = logging.getLogger("crdtsync.sync.session")
 
 MAX_RECEIVE = 256 << 20
 """Largest frame a client accepts from its relay. Larger than the upload limit: a
