@@ -44,6 +44,7 @@ __all__ = [
     "OutboxEntry",
     "Store",
     "StoredDocument",
+    "check_carry",
     "check_entries",
 ]
 
@@ -133,6 +134,14 @@ def check_entries(entries: Sequence[NewEntry], last_seq: int) -> int:
         elif entry.seq is not None:
             raise ValueError("only local entries carry a sequence number")
     return last_seq
+
+
+def check_carry(carry: Sequence[NewEntry], last_seq: int) -> None:
+    """Validate the entries compaction carries past its snapshot (received updates
+    still held): never local ones. Raises ``ValueError``."""
+    if any(entry.kind is EntryKind.LOCAL for entry in carry):
+        raise ValueError("local entries cannot be carried")
+    check_entries(carry, last_seq)
 
 
 @runtime_checkable

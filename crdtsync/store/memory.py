@@ -20,6 +20,7 @@ from .base import (
     NewEntry,
     OutboxEntry,
     StoredDocument,
+    check_carry,
     check_entries,
 )
 
@@ -149,9 +150,7 @@ class MemoryStore:
         carry: Sequence[NewEntry] = (),
     ) -> None:
         doc = self._doc(doc_id)
-        if any(entry.kind is EntryKind.LOCAL for entry in carry):
-            raise ValueError("local entries cannot be carried")
-        check_entries(carry, doc.last_seq)
+        check_carry(carry, doc.last_seq)
         if upto >= doc.next_id:
             raise ValueError(f"log id {upto} does not exist yet")
         dropped = set(drop)

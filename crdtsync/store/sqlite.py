@@ -56,6 +56,7 @@ from .base import (
     NewEntry,
     OutboxEntry,
     StoredDocument,
+    check_carry,
     check_entries,
 )
 from .sqlitefile import (
@@ -549,8 +550,7 @@ class SQLiteStore:
         doc = self._doc(doc_id)
         if any(not doc.first_id <= entry_id <= doc.last_id for entry_id in drop):
             raise ValueError(f"an id to drop is not a log entry of {doc_id!r}")
-        if any(entry.kind is EntryKind.LOCAL for entry in carry):
-            raise ValueError("local entries cannot be carried")
+        check_carry(carry, doc.last_seq)
         if upto >= (doc.first_id | doc.next_n):
             raise ValueError(f"log id {upto} does not exist yet")
         rows, _ = self._rows(doc_id, doc, carry)

@@ -30,6 +30,7 @@ __all__ = [
     "Claim",
     "RelayStorage",
     "RemoteCallback",
+    "StorageContext",
     "StoredRoom",
     "StoredUpdate",
     "check_batch",
@@ -85,6 +86,26 @@ class StoredRoom:
     def log_bytes(self) -> int:
         """Total size of the log entries' updates, in bytes (the snapshot not included)."""
         return sum(len(entry.update) for entry in self.updates)
+
+
+class StorageContext:
+    """``async with storage:`` for every backend: :meth:`RelayStorage.open`, then
+    :meth:`RelayStorage.close` on the way out."""
+
+    async def open(self) -> None:  # pragma: no cover - the backend's
+        raise NotImplementedError
+
+    async def close(self) -> None:  # pragma: no cover - the backend's
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        """:meth:`open`, then return the storage."""
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """:meth:`close`."""
+        await self.close()
 
 
 @runtime_checkable

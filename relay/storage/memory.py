@@ -26,7 +26,7 @@ import logging
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Literal
 
 from crdtsync.errors import StoreError, StoreLockedError, StoreWriteError
 from crdtsync.ids import DocId, check_doc_id
@@ -34,6 +34,7 @@ from crdtsync.ids import DocId, check_doc_id
 from .base import (
     Claim,
     RemoteCallback,
+    StorageContext,
     StoredRoom,
     StoredUpdate,
     check_batch,
@@ -69,7 +70,7 @@ class MemoryData:
     """True while a storage has this data open."""
 
 
-class MemoryStorage:
+class MemoryStorage(StorageContext):
     """A :class:`~relay.storage.RelayStorage` in memory. Not durable.
 
     ``data`` is the content to use (a new, empty :class:`MemoryData` if omitted);
@@ -128,15 +129,6 @@ class MemoryStorage:
             self.data.in_use = False
             logger.info("relay storage %s closed", self.url)
         self._state = "closed"
-
-    async def __aenter__(self) -> Self:
-        """:meth:`open`, then return the storage."""
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """:meth:`close`."""
-        await self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_state", "closed") == "open":

@@ -52,7 +52,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
-from typing import Literal, ParamSpec, Self, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
 from crdtsync.errors import (
     StoreCorruptError,
@@ -79,6 +79,7 @@ from crdtsync.store.sqlitefile import (
 from .base import (
     Claim,
     RemoteCallback,
+    StorageContext,
     StoredRoom,
     StoredUpdate,
     check_batch,
@@ -137,7 +138,7 @@ _T = TypeVar("_T")
 _crc = zlib.crc32
 
 
-class SQLiteStorage:
+class SQLiteStorage(StorageContext):
     """A :class:`~relay.storage.RelayStorage` in one SQLite file.
 
     ``path`` is the file (created, with missing parent directories, on
@@ -375,15 +376,6 @@ class SQLiteStorage:
             OpenFiles.release(self._key)
             self._key = None
             self._nums.clear()
-
-    async def __aenter__(self) -> Self:
-        """:meth:`open`, then return the storage."""
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """:meth:`close`."""
-        await self.close()
 
     def __del__(self) -> None:
         if getattr(self, "_state", "closed") == "open":
