@@ -17,7 +17,10 @@ The format, as written by Yjs ``writeStructs`` and yrs ``Update::encode_v1``::
     delete set (see :mod:`crdtsync.statevector`)
 
 Only lengths are computed; content is skipped, never interpreted. Every read is
-bounds-checked and malformed input raises ``ValueError``.
+bounds-checked and malformed input raises ``ValueError``. The reader and the
+item parsing (:class:`UpdateReader`, :func:`read_item_header`,
+:func:`read_content`) are shared with :mod:`crdtsync.pieces`, which cuts an
+update into parts.
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from dataclasses import dataclass
 
 from .statevector import DeleteSet, StateVector, read_delete_set, read_var_uint
 
-__all__ = ["UpdateSummary", "summarize_update"]
+__all__ = [
+    "ItemId",
+    "UpdateReader",
+    "UpdateSummary",
+    "read_content",
+    "read_item_header",
+    "summarize_update",
+    "utf16_length",
+]
 
 _MAX_DEPTH = 64  # nesting of lib0 "any" values
 _BYTE_STRINGS = {3: 1, 5: 1, 6: 2}  # content types made of that many byte strings
@@ -94,12 +105,15 @@ class UpdateSummary:
         return missing
 
 
-class _Reader:
+class UpdateReader:
+    """Bounds-checked reads of lib0 values from an update (``ValueError`` on
+    truncated or malformed input). ``pos`` is the next byte to read."""
+
     __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, pos: int = 0) -> None:
         self.data = data
-        self.pos = 0
+        self.pos = pos
 
     def var_uint(self) -> int:
         pos = self.pos
@@ -127,14 +141,13 @@ class _Reader:
         self.skip(size)
         return self.data[start : self.pos]
 
+    def skip_var_bytes(self) -> None:
+        """Skip a lib0 byte string without copying it."""
+        self.skip(self.var_uint())
+
     def var_string_utf16_length(self) -> int:
         """Skip a lib0 string; return its length in UTF-16 code units (Yjs clocks)."""
-        raw = self.var_bytes()
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError("invalid UTF-8 in an update string") from exc
-        return len(text.encode("utf-16-le")) // 2
+        return utf16_length(self.var_bytes())
 
     def var_int(self) -> None:
         """Skip a lib0 signed var-int."""
@@ -157,67 +170,92 @@ class _Reader:
         elif tag in (123, 122):  # float64, bigint
             self.skip(8)
         elif tag == 119:  # string
-            self.var_bytes()
+            self.skip_var_bytes()
         elif tag == 118:  # object
-            for _ in range(self._count()):
-                self.var_bytes()
+            for _ in range(self.count()):
+                self.skip_var_bytes()
                 self.any(depth + 1)
         elif tag == 117:  # array
-            for _ in range(self._count()):
+            for _ in range(self.count()):
                 self.any(depth + 1)
         elif tag == 116:  # Uint8Array
-            self.var_bytes()
+            self.skip_var_bytes()
         else:
             raise ValueError(f"unknown value type {tag} in update")
 
-    def _count(self) -> int:
+    def count(self) -> int:
+        """A var-uint count of elements, checked against the bytes left."""
         count = self.var_uint()
         if count > len(self.data) - self.pos:  # every element takes at least one byte
             raise ValueError(f"update claims {count} elements in {len(self.data) - self.pos} bytes")
         return count
 
 
-def _ref(reader: _Reader, refs: dict[int, int]) -> None:
-    client = reader.var_uint()
-    clock = reader.var_uint()
-    if refs.get(client, 0) <= clock:
-        refs[client] = clock + 1
+_ASTRAL_LEADS = (b"\xf0", b"\xf1", b"\xf2", b"\xf3", b"\xf4")
 
 
-def _item_length(reader: _Reader, info: int, refs: dict[int, int]) -> int:
-    """Skip an item's header and content; return its length in clock ticks."""
-    if info & 0x80:  # origin
-        _ref(reader, refs)
-    if info & 0x40:  # right origin
-        _ref(reader, refs)
+def utf16_length(raw: bytes) -> int:
+    """The length in UTF-16 code units (Yjs clock ticks) of UTF-8 ``raw``.
+
+    Raises ``ValueError`` if ``raw`` is not valid UTF-8."""
+    if raw.isascii():
+        return len(raw)
+    try:
+        chars = len(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError("invalid UTF-8 in an update string") from exc
+    # Characters beyond the BMP (4-byte sequences) take two UTF-16 units.
+    return chars + sum(raw.count(lead) for lead in _ASTRAL_LEADS)
+
+
+ItemId = tuple[int, int]
+"""``(client, clock)`` of one item."""
+
+
+def read_item_header(
+    reader: UpdateReader, info: int
+) -> tuple[ItemId | None, ItemId | None, ItemId | None]:
+    """Read an item's header after its info byte: ``(origin, right origin,
+    parent)``, each the id it refers to, or None (absent, or a root type by name)."""
+    origin = (reader.var_uint(), reader.var_uint()) if info & 0x80 else None
+    right = (reader.var_uint(), reader.var_uint()) if info & 0x40 else None
+    parent = None
     if not info & 0xC0:  # no origins: the parent is written out
         if reader.var_uint() == 1:  # parent is a root type, by name
-            reader.var_bytes()
+            reader.skip_var_bytes()
         else:  # parent is an item id
-            _ref(reader, refs)
+            parent = (reader.var_uint(), reader.var_uint())
         if info & 0x20:  # parent sub (map key)
-            reader.var_bytes()
-    kind = info & 0x1F
+            reader.skip_var_bytes()
+    return origin, right, parent
+
+
+def read_content(reader: UpdateReader, kind: int, *, measure: bool = True) -> int:
+    """Skip an item's content of type ``kind``; return its length in clock ticks
+    (0 for a string when not ``measure``: counting UTF-16 units costs a decode)."""
     if kind == 1:  # deleted: just a length
         return reader.var_uint()
     if kind == 4:  # string: its length in UTF-16 code units
-        return reader.var_string_utf16_length()
+        if measure:
+            return reader.var_string_utf16_length()
+        reader.skip_var_bytes()
+        return 0
     if kind in _BYTE_STRINGS:  # binary, embed, format: one clock tick
         for _ in range(_BYTE_STRINGS[kind]):
-            reader.var_bytes()
+            reader.skip_var_bytes()
         return 1
     if kind in (2, 8):  # JSON strings / lib0 values: one tick each
-        count = reader._count()
-        skip = reader.var_bytes if kind == 2 else reader.any
+        count = reader.count()
+        skip = reader.skip_var_bytes if kind == 2 else reader.any
         for _ in range(count):
             skip()
         return count
     if kind == 7:  # type
         if reader.var_uint() in (3, 5):  # XmlElement, XmlHook carry a name
-            reader.var_bytes()
+            reader.skip_var_bytes()
         return 1
     if kind == 9:  # subdocument: guid and options
-        reader.var_bytes()
+        reader.skip_var_bytes()
         reader.any()
         return 1
     raise ValueError(f"unknown content type {kind} in update")
@@ -228,11 +266,11 @@ def summarize_update(update: bytes) -> UpdateSummary:
 
     Raises ``ValueError`` if ``update`` is not a well-formed v1 update.
     """
-    reader = _Reader(update)
+    reader = UpdateReader(update)
     ranges: dict[int, list[tuple[int, int]]] = {}
     refs: dict[int, int] = {}
-    for _ in range(reader._count()):
-        structs = reader._count()
+    for _ in range(reader.count()):
+        structs = reader.count()
         client = reader.var_uint()
         clock = reader.var_uint()
         spans = ranges.setdefault(client, [])
@@ -240,7 +278,13 @@ def summarize_update(update: bytes) -> UpdateSummary:
             info = reader.byte()
             kind = info & 0x1F
             # GC and Skip structs are a bare length; yrs may write zero-length items.
-            length = reader.var_uint() if kind in (0, 10) else _item_length(reader, info, refs)
+            if kind in (0, 10):
+                length = reader.var_uint()
+            else:
+                for ref in read_item_header(reader, info):
+                    if ref is not None and refs.get(ref[0], 0) <= ref[1]:
+                        refs[ref[0]] = ref[1] + 1
+                length = read_content(reader, kind)
             if kind != 10 and length:
                 if spans and spans[-1][1] == clock:
                     spans[-1] = (spans[-1][0], clock + length)
