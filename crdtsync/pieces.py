@@ -29,7 +29,7 @@ from __future__ import annotations
 import heapq
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 from .statevector import StateVector
@@ -90,7 +90,7 @@ def _var_uint(value: int) -> bytes:
 
 def split_update(
     update: bytes, have: StateVector, piece_bytes: int, *, step: int = 256
-) -> Iterator[bytes | None]:
+) -> Generator[bytes | None, None, None]:
     """The structs of ``update`` as pieces of about ``piece_bytes`` bytes, each
     integrable whole by a document at state ``have`` that holds the pieces
     before it (see the module docstring). The delete set is left out.
@@ -122,7 +122,7 @@ class _Splitter:
 
     # -- the walk ---------------------------------------------------------------------------
 
-    def run(self) -> Iterator[bytes | None]:
+    def run(self) -> Generator[bytes | None, None, None]:
         yield from self._scan()
         self.ready.extend(self.blocks)
         while self.ready or self.waiters:

@@ -9,9 +9,9 @@ Run it with ``crdtsync-relay`` (or ``python -m relay``), or embed it::
         await relay.serve_forever()
 """
 
+from .limits import Limits
 from .rooms import Hub
 from .server import DEFAULT_STORE, Relay
-from .session import Limits
 from .storage import MemoryStorage, RelayStorage, SQLiteStorage, StoredRoom, open_storage
 
 __all__ = [

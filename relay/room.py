@@ -24,7 +24,16 @@ from .presence import Presence
 from .session import RelaySession
 from .storage.base import StoredRoom
 
-__all__ = ["MAX_HELD", "MAX_HELD_BYTES", "LiveSnapshot", "Room", "RoomState", "Write", "replay"]
+__all__ = [
+    "MAX_HELD",
+    "MAX_HELD_BYTES",
+    "LiveSnapshot",
+    "Room",
+    "RoomState",
+    "SharedDiff",
+    "Write",
+    "replay",
+]
 
 logger = logging.getLogger("relay.rooms")
 
@@ -68,6 +77,18 @@ class Write:
 RoomRequest = Subscribe | Update | Unsubscribe | Awareness
 
 
+@dataclass(slots=True, eq=False)
+class SharedDiff:
+    """What clients at one state vector lack, encoded once for every large sync that
+    starts from it (new replicas all start empty): ``update`` is the room's diff
+    against that state vector when it was encoded, ``state`` the room's state
+    vector then. Kept while ``users`` syncs send it."""
+
+    update: bytes
+    state: StateVector
+    users: int = 0
+
+
 def live_document(doc_id: DocId) -> LiveDocument:
     return LiveDocument(
         name=doc_id, exclusive=True, max_held=MAX_HELD, max_held_bytes=MAX_HELD_BYTES
@@ -92,6 +113,8 @@ class Room:
     waiting_bytes: int = 0
     presence: Presence = field(default_factory=Presence)
     claims: dict[int, str] = field(default_factory=dict)  # client id -> owning subject
+    syncing: int = 0  # large syncs in progress or waiting (the room stays loaded)
+    diffs: dict[bytes, SharedDiff] = field(default_factory=dict)  # by client state vector
 
     def __post_init__(self) -> None:
         self.live = live_document(self.doc_id)

@@ -42,10 +42,12 @@ from crdtsync.statevector import doc_state
 from crdtsync.sync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsubscribe, Update
 from crdtsync.update import UpdateSummary
 
+from .limits import Limits
 from .presence import decode_awareness
 from .room import LiveSnapshot, Room, RoomRequest, RoomState, Write
-from .session import CLOSE_INTERNAL, Authenticate, Limits, RelaySession, Request
+from .session import CLOSE_INTERNAL, Authenticate, RelaySession, Request
 from .storage.base import StoredRoom
+from .syncs import Syncs
 
 __all__ = ["Hub"]
 
@@ -93,6 +95,8 @@ class Hub:
         self.on_compact = on_compact
         self.rooms: dict[DocId, Room] = {}
         self.sessions: set[RelaySession] = set()
+        self.syncs = Syncs(limits, self._join)
+        """Large sync answers, sent in pieces (:mod:`relay.syncs`)."""
         self._writes: list[Write] = []
         self.bytes_received = 0
         self._now = 0.0  # the host's time at the last unload_idle()
@@ -180,10 +184,29 @@ class Hub:
             self._leave(room, session)
 
     def _subscribe(self, room: Room, session: RelaySession, state_vector: bytes) -> None:
+        """Answer a SUBSCRIBE (see :mod:`relay.syncs` for large answers); the
+        session joins the room's fan-out once it has its SYNC."""
         if room.doc_id not in session.subscriptions:
             return  # unsubscribed or closed while the room was loading
-        session.subscribed(room.doc_id, room.doc, state_vector)
-        if session in room.subscribers:
+        if session.greet(room.doc_id, room.doc):
+            self._join(room, session)
+            return
+        large = self.syncs.is_large(room, state_vector)
+        if large or session.backlog > self.limits.sync_piece_bytes:
+            self.syncs.start(room, session, state_vector, large=large)  # with flow control
+            return
+        self.syncs.cancel(session, room.doc_id)  # a new SUBSCRIBE replaces a stream
+        update = room.doc.get_update(state_vector)
+        if len(update) > self.limits.sync_piece_bytes:  # larger than the room's size said
+            encoded = (update, dict(room.live.state_vector()))
+            self.syncs.start(room, session, state_vector, large=True, encoded=encoded)
+            return
+        session.sync(room.doc_id, update, room.doc.get_state())
+        self._join(room, session)
+
+    def _join(self, room: Room, session: RelaySession) -> None:
+        """``session`` has its SYNC: from now on it gets the room's updates."""
+        if session in room.subscribers or room.doc_id not in session.subscriptions:
             return  # a resync on the same connection
         room.subscribers[session] = None
         room.idle_since = None
@@ -194,7 +217,18 @@ class Hub:
             "%r subscribed to %r (%d subscribers)", session, room.doc_id, len(room.subscribers)
         )
 
+    def feed(self, session: RelaySession) -> bool:
+        """The I/O layer can take more of ``session``'s syncs (its connection has
+        drained): queue the next piece, or do a bounded step towards it. True
+        while there is more; ``session.on_sync`` says when there is again."""
+        return self.syncs.feed(session)
+
+    def sync_pending(self, session: RelaySession) -> bool:
+        """True if :meth:`feed` has something to do for ``session``."""
+        return self.syncs.pending(session)
+
     def _leave(self, room: Room, session: RelaySession) -> None:
+        self.syncs.cancel(session, room.doc_id)
         room.subscribers.pop(session, None)
         room.waiting = [(s, r) for s, r in room.waiting if s is not session]
         gone = room.presence.remove_owner(session)
@@ -463,7 +497,11 @@ class Hub:
                 continue  # already dropped (and maybe reloaded from storage since)
             del self.rooms[room.doc_id]
             doc_id = room.doc_id
-            sessions = [*room.subscribers, *(s for s, _ in room.waiting if s is not None)]
+            sessions = [
+                *room.subscribers,
+                *(s for s, _ in room.waiting if s is not None),
+                *self.syncs.cancel_room(room),
+            ]
             for session in sessions:
                 session.fail(CLOSE_INTERNAL, ErrorCode.STORAGE_FAILED, "storage failed; retry")
             logger.warning("room %r dropped after a storage failure; it reloads on demand", doc_id)
@@ -512,8 +550,6 @@ class Hub:
             room.compacting = False
             room.snapshot_bytes = max(room.snapshot_bytes, room.log_bytes)  # back off
 
-    # -- memory ------------------------------------------------------------------------------
-
     # -- queries for the host ------------------------------------------------------------
 
     def document_state(self, doc_id: DocId) -> bytes | None:
@@ -541,6 +577,7 @@ class Hub:
                 and not room.waiting
                 and room.writes_in_flight == 0
                 and not room.compacting
+                and not room.syncing
                 and room.idle_since is not None
                 and now - room.idle_since >= idle_for
             ):

@@ -5,7 +5,9 @@ This module accepts connections and moves their bytes:
 - one reader per connection, handing each message to the hub; what the hub
   queues for a connection is written to its socket at once (as websockets'
   ``broadcast()`` does), and a writer task takes over for closes; a client
-  whose unsent bytes exceed the budget is closed as a slow consumer;
+  whose unsent fan-out exceeds the budget is closed as a slow consumer;
+- one sync pump per connection, sending large sync answers piece by piece as
+  the socket drains (:mod:`relay.syncs`);
 - a janitor that unloads idle rooms, expires presence and ticks the sessions'
   clocks.
 
@@ -23,6 +25,7 @@ import ipaddress
 import logging
 import secrets
 import ssl
+import sys
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
@@ -50,6 +53,14 @@ logger = logging.getLogger("relay.server")
 DEFAULT_STORE = "sqlite:///relay-data/relay.db"
 TICK = 1.0
 """Seconds between checks of authentication deadlines and token expiry."""
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    _SIOCOUTQ: int | None = termios.TIOCOUTQ
+    """ioctl that reads a TCP socket's unsent bytes (SIOCOUTQ == TIOCOUTQ)."""
+else:  # elsewhere only the transport's buffer is seen
+    _SIOCOUTQ = None
 
 
 class Relay:
@@ -275,7 +286,11 @@ class Relay:
             logger.info("connection from %s", name)
             binary = "frames are binary msgpack, not text"
         session.on_output = lambda: self._output(ws, session, wake)
-        writer = asyncio.get_running_loop().create_task(self._send_loop(ws, session, wake))
+        syncs = asyncio.Event()
+        session.on_sync = syncs.set
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._send_loop(ws, session, wake))
+        pump = loop.create_task(self._sync_loop(ws, session, syncs))
         try:
             async for message in ws:
                 if isinstance(message, str):
@@ -296,7 +311,8 @@ class Relay:
                 except TimeoutError:
                     logger.info("%s did not take its close frame in time; dropping it", name)
             writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            pump.cancel()
+            await asyncio.gather(writer, pump, return_exceptions=True)
             if session.close is not None:
                 await _close(ws, session.close.code, session.close.reason)
             logger.info(
@@ -315,7 +331,9 @@ class Relay:
         connection is not plainly open.
 
         Backpressure: a client whose unsent bytes (the transport's buffer) exceed
-        ``max_queued_bytes`` is closed as a slow consumer."""
+        ``max_queued_bytes`` is closed as a slow consumer. Sync answers are not
+        counted: they enter the buffer only when it has drained (at most about
+        two pieces of them are ever in it; see :meth:`_sync_loop`)."""
         if session.close is not None or ws.protocol.state is not State.OPEN:
             wake.set()
             return
@@ -331,8 +349,8 @@ class Relay:
             logger.info("%s: write failed (%s); the connection is closing", peer(ws), exc)
             wake.set()
             return
-        buffered = ws.transport.get_write_buffer_size()
-        if buffered > self.limits.max_queued_bytes:
+        buffered = session.backlog = ws.transport.get_write_buffer_size()
+        if buffered > self.limits.max_queued_bytes + 2 * self.limits.sync_piece_bytes:
             session.fail(
                 CLOSE_POLICY,
                 ErrorCode.SLOW_CONSUMER,
@@ -364,6 +382,52 @@ class Relay:
         except ConnectionClosed:
             return
 
+    async def _sync_loop(
+        self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event
+    ) -> None:
+        """Sends the session's large sync answers (:mod:`relay.syncs`) piece by
+        piece, each once the connection has sent the one before (flow control):
+        a slow link only makes the sync slower. A client that takes nothing for
+        ``sync_stall_timeout`` seconds has stopped reading: it is closed as a
+        slow consumer."""
+        while True:
+            await wake.wait()
+            wake.clear()
+            while session.close is None and self.hub.sync_pending(session):
+                if not await self._drained(ws, session):
+                    return
+                self.hub.feed(session)  # queues the next piece: _output writes it
+                await asyncio.sleep(0)  # everyone else runs between two pieces
+
+    async def _drained(self, ws: ServerConnection, session: RelaySession) -> bool:
+        """Wait until the connection's buffer is down to websockets' low-water mark;
+        False (and the session failed) if it did not shrink for the stall timeout."""
+        transport = ws.transport
+        loop = asyncio.get_running_loop()
+        stall = self.limits.sync_stall_timeout
+        last, since = _unsent(transport), loop.time()
+        while ws.paused and not transport.is_closing():
+            try:
+                await asyncio.wait_for(ws.drain(), timeout=min(1.0, stall))
+            except TimeoutError:
+                size = _unsent(transport)
+                if size < last:
+                    last, since = size, loop.time()
+                elif loop.time() - since >= stall:
+                    session.fail(
+                        CLOSE_POLICY,
+                        ErrorCode.SLOW_CONSUMER,
+                        f"took nothing of its sync for {stall:g} s; reconnect to resume",
+                    )
+                    assert session.close is not None
+                    self._spawn(_close(ws, session.close.code, session.close.reason), "stalled")
+                    return False
+            except OSError as exc:
+                logger.info("%s: connection lost during a sync (%s)", peer(ws), exc)
+                return False
+        session.backlog = transport.get_write_buffer_size()
+        return not transport.is_closing()
+
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
@@ -377,6 +441,21 @@ class Relay:
             self.hub.expire_awareness(self.hub.clock())
             self.hub.tick()
             await asyncio.sleep(period)
+
+
+def _unsent(transport: asyncio.WriteTransport) -> int:
+    """Bytes written to ``transport`` that the peer has not taken: the transport's
+    buffer, plus (on Linux) the socket's send queue, which can hold megabytes a
+    slow reader takes for many seconds before the transport's buffer shrinks."""
+    unsent = transport.get_write_buffer_size()
+    sock = transport.get_extra_info("socket")
+    if _SIOCOUTQ is not None and sock is not None:
+        try:
+            queued = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
+        except OSError:
+            return unsent
+        unsent += int.from_bytes(queued, sys.byteorder, signed=True)
+    return unsent
 
 
 async def _close(ws: ServerConnection, code: int, reason: str) -> None:

@@ -24,8 +24,6 @@ import pycrdt
 from crdtsync.errors import AuthError, ProtocolError
 from crdtsync.ids import DocId, ReplicaId
 from crdtsync.sync.protocol import (
-    DEFAULT_MAX_DOCS,
-    DEFAULT_MAX_FRAME,
     PROTOCOL_VERSION,
     Ack,
     Auth,
@@ -62,6 +60,8 @@ __all__ = [
     "Request",
 ]
 
+from .limits import Limits
+
 logger = logging.getLogger("relay.session")
 
 # Websocket close codes (RFC 6455 section 7.4.1 and the IANA registry).
@@ -81,50 +81,6 @@ CLOSE_TRY_AGAIN_LATER: Final = 1013
 
 Request = Hello | Subscribe | Update | Unsubscribe | Awareness
 """What a session hands the rooms."""
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """What one connection may do on a relay."""
-
-    max_frame: int = DEFAULT_MAX_FRAME
-    """Largest frame accepted (bytes)."""
-    max_docs: int = DEFAULT_MAX_DOCS
-    """Most documents one connection may subscribe to at once."""
-    max_queued_bytes: int = 8 << 20
-    """Bytes queued for a connection beyond which it is closed as a slow consumer."""
-    max_pre_auth_bytes: int = 64 << 10
-    """Largest first frame (HELLO with its token); nothing else is accepted before it."""
-    auth_timeout: float = 10.0
-    """Seconds a connection has to complete a valid HELLO; traffic does not extend it."""
-    max_updates_per_second: float = 5000.0
-    """UPDATE and AWARENESS frames per second per connection, with one second of
-    burst (0: unlimited). Beyond: ERROR rate_limited and the connection is closed."""
-    max_bytes_per_second: int = 32 << 20
-    """Bytes per second per connection, with one second of burst (0: unlimited)."""
-    max_doc_bytes: int = 256 << 20
-    """Largest document (stored bytes: snapshot and log) the relay holds."""
-    max_connections_per_address: int = 1000
-    """Open connections from one client address (0: unlimited); more get HTTP 429."""
-
-    def __post_init__(self) -> None:
-        if self.max_frame < 1024:
-            raise ValueError(f"max_frame must be at least 1024 bytes, not {self.max_frame}")
-        if self.max_docs < 1:
-            raise ValueError(f"max_docs must be at least 1, not {self.max_docs}")
-        if self.max_queued_bytes < self.max_frame:
-            raise ValueError("max_queued_bytes must be at least max_frame")
-        if self.max_pre_auth_bytes < 256:
-            raise ValueError("max_pre_auth_bytes must be at least 256")
-        if self.auth_timeout <= 0:
-            raise ValueError(f"auth_timeout must be positive, not {self.auth_timeout}")
-        for name in ("max_updates_per_second", "max_bytes_per_second"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative (0 means unlimited)")
-        if self.max_doc_bytes < self.max_frame:
-            raise ValueError("max_doc_bytes must be at least max_frame")
-        if self.max_connections_per_address < 0:
-            raise ValueError("max_connections_per_address must not be negative")
 
 
 class Access(Protocol):
@@ -207,7 +163,7 @@ class RelaySession:
     def __init__(
         self,
         relay_id: str,
-        limits: Limits = Limits(),
+        limits: Limits = Limits(),  # noqa: B008 - frozen dataclass
         *,
         name: str = "",
         on_output: Callable[[], None] | None = None,
@@ -231,6 +187,12 @@ class RelaySession:
         self.replica_id: ReplicaId | None = None
         self.subscriptions: set[DocId] = set()
         self.close: Close | None = None
+        self.on_sync: Callable[[], None] | None = None
+        """Called when a sync answer sent in pieces can go on: the I/O layer then
+        calls ``Hub.feed`` as the connection drains (:mod:`relay.syncs`)."""
+        self.backlog = 0
+        """Bytes the I/O layer had not yet sent on the connection when it last
+        wrote: over a piece's size, new sync answers wait for it to drain."""
         self._out: deque[bytes] = deque()
         self._queued = 0
         self._refused: dict[DocId, int] = {}  # doc -> lowest seq refused (ACKs stop below it)
@@ -429,10 +391,11 @@ class RelaySession:
 
     # -- frames out ----------------------------------------------------------------------------
 
-    def subscribed(self, doc_id: DocId, doc: pycrdt.Doc[Any], state_vector: bytes) -> None:
-        """The room ``doc`` took this connection's SUBSCRIBE with ``state_vector``:
-        answer with SYNC (see :meth:`sync`)."""
-        self.sync(doc_id, doc.get_update(state_vector), doc.get_state())
+    def greet(self, doc_id: DocId, doc: pycrdt.Doc[Any]) -> bool:
+        """The room ``doc`` took this connection's SUBSCRIBE: True if the session
+        answered it without a diff (a y-websocket join), False to have the rooms
+        answer with :meth:`sync` (possibly after pieces: :mod:`relay.syncs`)."""
+        return False
 
     def encode_update(self, doc_id: DocId, update: bytes) -> bytes:
         """``update`` as this connection's wire frame (fan-out encodes once per kind
@@ -444,15 +407,14 @@ class RelaySession:
         return encode_frame(Awareness(doc_id, payload))
 
     def sync(self, doc_id: DocId, update: bytes, state_vector: bytes) -> None:
-        """Answer SUBSCRIBE: what the client lacks, and the relay's state vector.
-
-        Not counted against ``max_queued_bytes``: the client asked for it, and a
-        large document cannot be split (a new replica must get it whole)."""
+        """Answer SUBSCRIBE: what the client lacks (or what is left after the pieces
+        sent before: :mod:`relay.syncs`), and the relay's state vector."""
         self.queue_reply(encode_frame(Sync(doc_id, update, state_vector)))
 
     def queue_reply(self, frame: bytes) -> None:
-        """Queue an encoded frame the client asked for (a sync answer), not counted
-        against the slow-consumer budget. Nothing is queued once closing."""
+        """Queue an encoded frame the client asked for (a sync answer or a piece of
+        one), not counted against the slow-consumer budget: the rooms send large
+        answers only as the connection drains. Nothing is queued once closing."""
         if self.close is not None:
             return
         self._out.append(frame)

@@ -251,19 +251,17 @@ class YjsSession(RelaySession):
 
     # -- answers from the rooms ----------------------------------------------------------------
 
-    def subscribed(self, doc_id: DocId, doc: pycrdt.Doc[Any], state_vector: bytes) -> None:
-        """The room took this connection: on joining, send the relay's sync step 1
-        (the client answers with what the relay lacks); on the client's step 1,
-        send step 2 with what the client lacks."""
-        if self.close is not None:
-            return
-        if not self._joined:
-            self._joined = True
-            message = encode_sync_step1(doc.get_state())
-        else:
-            message = encode_sync_step2(doc.get_update(state_vector))
-        # Like SYNC for native clients, not counted against the queue budget.
-        self.queue_reply(message)
+    def greet(self, doc_id: DocId, doc: pycrdt.Doc[Any]) -> bool:
+        """On joining, send the relay's sync step 1 (the client answers with what
+        the relay lacks, and its own step 1); the client's step 1 is answered with
+        step 2 (:meth:`sync`), in pieces when large (update messages first)."""
+        if self._joined:
+            return False
+        self._joined = True
+        if self.close is None:
+            # Like SYNC for native clients, not counted against the queue budget.
+            self.queue_reply(encode_sync_step1(doc.get_state()))
+        return True
 
     def sync(self, doc_id: DocId, update: bytes, state_vector: bytes) -> None:
         """What the client lacks, as sync step 2."""

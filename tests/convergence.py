@@ -136,6 +136,7 @@ class Network:
         replica_compact_bytes: int = 1 << 18,
         relay_compact_bytes: int = 1 << 18,
         max_frame: int = LIMITS.max_frame,
+        sync_piece: int = LIMITS.sync_piece_bytes,
         seed: int = 0,
     ) -> None:
         if backend not in BACKENDS:
@@ -146,7 +147,9 @@ class Network:
         self.size = size
         self.backend = backend
         self.relay_compact_bytes = relay_compact_bytes
-        self.limits = dataclasses.replace(LIMITS, max_frame=max_frame)
+        self.limits = dataclasses.replace(
+            LIMITS, max_frame=max_frame, sync_piece_bytes=sync_piece, max_concurrent_syncs=2
+        )
         self.dir = Path(tempfile.mkdtemp(prefix="crdtsync-net-"))
         self.loads: list[DocId] = []
         self.compactions: list[DocId] = []
@@ -357,6 +360,18 @@ class Network:
                     self.orphans.remove(link)
                 self._relay_closes(link)
 
+    def feed(self, i: int) -> bool:
+        """Replica ``i``'s connection has drained: the relay sends the next piece of a
+        large sync answer (:mod:`relay.syncs`), or does a step towards it."""
+        link = self.nodes[i].link
+        if link is None or not link.relay_open or not self.hub.sync_pending(link.relay):
+            return False
+        self.stats["the relay sent a sync answer in pieces"] += 1
+        if not self.hub.feed(link.relay):
+            self.stats["a sync in pieces reached its SYNC"] += 1
+        self._collect()
+        return True
+
     def deliver_up(self, i: int, duplicate: bool = False) -> bool:
         """The relay reads the next frame from replica ``i``'s connection."""
         link = self.nodes[i].link
@@ -454,9 +469,9 @@ class Network:
         """Every event that can happen now, in a fixed order: a local edit by any
         replica (unless ``edits`` is False); a replica (re)connecting; a frame
         the relay can read (``up``) or a replica can read (``down``, which is
-        also how a replica notices that the relay closed); a frame of an
-        abandoned connection (``late``); a room load, a group commit, a
-        compaction; the partition healing."""
+        also how a replica notices that the relay closed); the next piece of a
+        large sync (``feed``); a frame of an abandoned connection (``late``); a
+        room load, a group commit, a compaction; the partition healing."""
         self._collect()
         events = [("edit", i) for i in range(self.size)] if edits else []
         for i, node in enumerate(self.nodes):
@@ -470,6 +485,8 @@ class Network:
                 events.append(("up", i))
             if link.down or not link.relay_open:
                 events.append(("down", i))
+            if link.relay_open and self.hub.sync_pending(link.relay):
+                events.append(("feed", i))
         events.extend(("late", k) for k in range(len(self.orphans)))
         if self.loads:
             events.append(("load", 0))
@@ -504,6 +521,8 @@ class Network:
             self.deliver_up(i, duplicate)
         elif kind == "down":
             self.deliver_down(i, duplicate)
+        elif kind == "feed":
+            self.feed(i)
         elif kind == "late":
             self.late(i)
         elif kind == "load":
@@ -526,6 +545,8 @@ class Network:
                 moved = True
             for i in range(self.size):
                 while self.deliver_up(i):
+                    moved = True
+                while self.feed(i):
                     moved = True
                 while self.deliver_down(i):
                     moved = True

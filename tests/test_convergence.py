@@ -7,7 +7,8 @@ going on for a few drawn events (``then``): each event is drawn among those
 ready now (``Network.ready``): a local edit by any replica (Map set/delete,
 Text insert/delete/format and embeds, Array insert/delete/move, nested types,
 multi-edit transactions), a replica reconnecting, the next frame of any
-connection read by the relay or by the replica (an UPDATE possibly twice), a
+connection read by the relay or by the replica (an UPDATE possibly twice), the
+next piece of a sync answer sent in pieces (the connection drained), a
 frame of an abandoned connection reaching the relay, a room load, a group
 commit, a compaction, a partition healing. The decisions are the faults:
 connections lost with either end noticing first, partitions, crashes of a
@@ -74,21 +75,31 @@ class ConvergenceMachine(RuleBasedStateMachine):
         replica_compact=st.sampled_from([1 << 18, 64]),
         relay_compact=st.sampled_from([1 << 18, 64]),
         max_frame=st.sampled_from([LIMITS.max_frame, 2048]),
+        sync_piece=st.sampled_from([LIMITS.sync_piece_bytes, 64]),
         seed=st.integers(0, 255),
     )
     def start(
-        self, size: int, replica_compact: int, relay_compact: int, max_frame: int, seed: int
+        self,
+        size: int,
+        replica_compact: int,
+        relay_compact: int,
+        max_frame: int,
+        sync_piece: int,
+        seed: int,
     ) -> None:
         """Every replica starts connected (the handshake still needs its frames
         moved). Small compaction thresholds make the stores compact every few
         edits; a small frame limit makes replicas upload their outbox in batches
-        (the relay then holds batches whose dependencies it lost in a crash)."""
+        (the relay then holds batches whose dependencies it lost in a crash); a
+        small sync piece makes the relay answer nearly every SUBSCRIBE in pieces,
+        two at a time, which the network interleaves with everything else."""
         self.net = Network(
             size,
             self.backend,
             replica_compact_bytes=replica_compact,
             relay_compact_bytes=relay_compact,
             max_frame=max_frame,
+            sync_piece=sync_piece,
             seed=seed,
         )
         for i in range(size):
