@@ -23,8 +23,8 @@ from crdtsync.errors import StoreError
 from crdtsync.sync.protocol import DEFAULT_MAX_DOCS, DEFAULT_MAX_FRAME
 
 from .auth import ENV_SECRET, KeyRing, authenticator, issue_token, load_keyring
+from .limits import Limits
 from .server import DEFAULT_STORE, Relay
-from .session import Limits
 
 __all__ = ["main"]
 
@@ -62,8 +62,8 @@ def _parser() -> argparse.ArgumentParser:
         "--max-queued",
         type=int,
         default=Limits().max_queued_bytes,
-        help="bytes queued for one connection before it is closed as a slow consumer "
-        "(default: %(default)s)",
+        help="fan-out bytes (others' updates) queued for one connection before it is closed "
+        "as a slow consumer; its own syncs are not counted (default: %(default)s)",
     )
     parser.add_argument(
         "--idle-timeout",
@@ -108,13 +108,51 @@ def _parser() -> argparse.ArgumentParser:
         "--auth-timeout",
         type=float,
         default=defaults.auth_timeout,
-        help="seconds a connection has to send a valid HELLO (default: %(default)s)",
+        help="seconds a connection has to finish its HTTP handshake, then to send a valid "
+        "HELLO (default: %(default)s)",
     )
     parser.add_argument(
         "--max-pre-auth-bytes",
         type=int,
         default=defaults.max_pre_auth_bytes,
-        help="largest first frame, before HELLO is accepted (default: %(default)s)",
+        help="bytes a client may send before HELLO is accepted: HTTP request line and "
+        "headers (431 past it) and the first frame together (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sync-piece-bytes",
+        type=int,
+        default=defaults.sync_piece_bytes,
+        help="a sync answer larger than this is sent in pieces of about this size as the "
+        "connection drains (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-concurrent-syncs",
+        type=int,
+        default=defaults.max_concurrent_syncs,
+        help="sync answers of more than one piece sent at once, over all connections; "
+        "others wait their turn (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sync-stall-timeout",
+        type=float,
+        default=defaults.sync_stall_timeout,
+        help="seconds a client may take nothing of its sync before it is closed as a slow "
+        "consumer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-handshakes",
+        type=int,
+        default=defaults.max_handshakes,
+        help="connections still in the HTTP handshake, in all; past it the oldest silent one "
+        "is closed; lowered to a quarter of the open-file limit (0 = unlimited; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-handshakes-per-address",
+        type=int,
+        default=defaults.max_handshakes_per_address,
+        help="connections still in the HTTP handshake from one address (0 = unlimited; "
+        "default: %(default)s)",
     )
     parser.add_argument(
         "--compression",
@@ -257,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_bytes_per_second=args.max_bytes_per_second,
             max_doc_bytes=args.max_doc_bytes,
             max_connections_per_address=args.max_connections_per_address,
+            sync_piece_bytes=args.sync_piece_bytes,
+            max_concurrent_syncs=args.max_concurrent_syncs,
+            sync_stall_timeout=args.sync_stall_timeout,
+            max_handshakes=args.max_handshakes,
+            max_handshakes_per_address=args.max_handshakes_per_address,
         )
         keyring = _keys(args) if args.require_auth else None
         if args.require_auth and keyring is None:

@@ -9,10 +9,13 @@ Every request reaches :meth:`HttpFront.process_request` first (websockets'
   (``application/octet-stream``), with read access when tokens are required;
 
 and for the two websocket paths (``/`` native, ``/yjs/<doc id>`` y-websocket)
-it refuses the upgrade early: too many connections from one address (429), a
-bad document id (400), a token refused before a y-websocket upgrade (401/403,
-since y-protocols cannot carry a token refusal), an unknown path (404), or a
-relay that is shutting down (503). Returning None lets the upgrade proceed.
+it refuses the upgrade early: too many connections from one address (429;
+never for :data:`PROBE_PATHS`), a bad document id (400), a token refused before
+a y-websocket upgrade (401/403, since y-protocols cannot carry a token
+refusal), an unknown path (404), or a relay that is shutting down (503).
+Returning None lets the upgrade proceed. A method other than GET gets 405 (400
+if it is no HTTP method); malformed requests and oversized headers are
+answered before this, by :mod:`relay.handshakes`.
 """
 
 from __future__ import annotations
@@ -36,7 +39,15 @@ from .rooms import Hub
 from .session import Access, Authenticate, Limits
 from .storage import RelayStorage
 
-__all__ = ["DOCS_PREFIX", "NATIVE_PATH", "YJS_PREFIX", "HttpFront", "peer", "yjs_doc_id"]
+__all__ = [
+    "DOCS_PREFIX",
+    "NATIVE_PATH",
+    "PROBE_PATHS",
+    "YJS_PREFIX",
+    "HttpFront",
+    "peer",
+    "yjs_doc_id",
+]
 
 logger = logging.getLogger("relay.http")
 
@@ -45,6 +56,12 @@ DOCS_PREFIX = "/docs/"
 """``GET /docs/<doc id>``: the document's current state as one Yjs update."""
 YJS_PREFIX = "/yjs/"
 """y-websocket clients connect to ``YJS_PREFIX + <doc id>`` (percent-decoded)."""
+PROBE_PATHS = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
+"""Health checkers and scrapers: never refused for their address's connections
+(a load balancer or sidecar shares its address with clients at peak load)."""
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
 
 
 class HttpFront:
@@ -64,8 +81,11 @@ class HttpFront:
         *,
         authenticate: Authenticate | None,
         connections: Callable[[], int],
+        figures: Callable[[], dict[str, object]] = dict,
     ) -> None:
         self.hub = hub
+        self.figures = figures
+        """More figures for ``/health`` (connections in the handshake, syncs)."""
         self.storage = storage
         self.limits = limits
         self.authenticate = authenticate
@@ -101,8 +121,14 @@ class HttpFront:
     ) -> Response | None:
         """Answer ``request``, or return None to let the websocket upgrade proceed."""
         path, _, query = request.path.partition("?")
+        if request.method != "GET":
+            return self._bad_method(connection, request.method, path)
         limit = self.limits.max_connections_per_address
-        if limit and self._per_address.get(_address(connection), 0) >= limit:
+        if (
+            limit
+            and path not in PROBE_PATHS
+            and self._per_address.get(_address(connection), 0) >= limit
+        ):
             logger.warning("%s: over %d connections; refused", peer(connection), limit)
             self.hub.refusals[ErrorCode.TOO_MANY_CONNECTIONS] += 1
             return _text(
@@ -129,6 +155,18 @@ class HttpFront:
         if self.stopping:
             return _text(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, "shutting down")
         return None
+
+    def _bad_method(self, connection: ServerConnection, method: str, path: str) -> Response:
+        """Only GET is served: 405 for another HTTP method, 400 for an unknown one."""
+        if method in HTTP_METHODS:
+            logger.info("%s: %s %s: method not allowed", peer(connection), method, path)
+            response = _text(
+                connection, http.HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed: only GET"
+            )
+            response.headers["Allow"] = "GET"
+            return response
+        logger.info("%s: unknown HTTP method %r for %s", peer(connection), method[:32], path)
+        return _text(connection, http.HTTPStatus.BAD_REQUEST, f"unknown HTTP method {method!r}")
 
     def _check_token(
         self, connection: ServerConnection, request: Request, query: str, doc_id: DocId | None
@@ -175,6 +213,7 @@ class HttpFront:
                 "rooms": len(self.hub.rooms),
                 "refusals": dict(self.hub.refusals),
             }
+            status |= self.figures()
         return _body(connection, (json.dumps(status) + "\n").encode(), "application/json")
 
     async def _document(

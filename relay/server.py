@@ -39,7 +39,9 @@ from websockets.typing import Origin
 from crdtsync.document import DEFAULT_COMPACT_MIN_BYTES
 from crdtsync.sync.protocol import ErrorCode
 
+from .handshakes import HandshakeGuard, connection_factory
 from .http import NATIVE_PATH, YJS_PREFIX, HttpFront, peer, yjs_doc_id
+from .listener import Listener, listen, quiet_accept_errors, raise_open_file_limit
 from .persistence import Persistence
 from .rooms import Hub
 from .session import CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, Authenticate, Limits, RelaySession
@@ -128,14 +130,19 @@ class Relay:
         )
         self.persistence = Persistence(self.hub, self.storage, commit_delay=commit_delay)
         self.connections: set[ServerConnection] = set()
+        self.guard: HandshakeGuard | None = None
+        """Connections still in the HTTP handshake (from :meth:`start`)."""
         self.http = HttpFront(
             self.hub,
             self.storage,
             limits,
             authenticate=authenticate,
             connections=lambda: len(self.connections),
+            figures=self._figures,
         )
         self._server: Server | None = None
+        self._restore_handler: Callable[[], None] | None = None
+        self._listener: Listener | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._janitor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -165,32 +172,47 @@ class Relay:
         self.persistence.start()
         loop = asyncio.get_running_loop()
         self._janitor = loop.create_task(self._janitor_loop(), name="relay janitor")
+        files = raise_open_file_limit()
+        self.guard, connection = connection_factory(
+            self.hub.refusals, self.limits, self._handshake_limit(files)
+        )
         try:
+            sock = self._listener = listen(self.host, self._requested_port)
+            self._restore_handler = quiet_accept_errors(loop, sock)
             self._server = await websockets.serve(
                 self._handle,
-                self.host,
-                self._requested_port,
+                sock=sock,
+                create_connection=connection,
                 max_size=self.limits.max_frame,
                 compression="deflate" if self.compression else None,
                 process_request=self.http.process_request,
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_timeout,
                 close_timeout=2,
-                open_timeout=self.limits.auth_timeout,
+                # The guard closes a handshake at auth_timeout; this is a backstop.
+                open_timeout=self.limits.auth_timeout + 1,
                 ssl=self.ssl_context,
                 origins=self._origins(),
             )
         except OSError:
+            if self._restore_handler is not None:
+                self._restore_handler()
+                self._restore_handler = None
+            if self._listener is not None:
+                self._listener.close()
+                self._listener = None
             await self._close_background()
             await self.storage.close()
             raise
         logger.info(
-            "relay %s listening on %s (storage %s, max frame %d bytes, max %d docs/connection)",
+            "relay %s listening on %s (storage %s, max frame %d bytes, max %d docs/connection, "
+            "%s connections in the HTTP handshake)",
             self.relay_id,
             self.url,
             self.storage.url,
             self.limits.max_frame,
             self.limits.max_docs,
+            f"at most {self.guard.total}" if self.guard.total else "no limit on",
         )
         if self.authenticate is None:
             logger.warning(
@@ -199,6 +221,42 @@ class Relay:
                 self.relay_id,
                 self.url,
             )
+
+    def _handshake_limit(self, files: tuple[int, int] | None) -> int:
+        """``max_handshakes``, lowered to a quarter of the open-file limit: a flood
+        of silent connections must leave descriptors for everyone else."""
+        limit = self.limits.max_handshakes
+        if files is None or not limit:  # 0: unlimited, the operator's explicit choice
+            return limit
+        share = max(16, files[0] // 4)
+        if share < limit:
+            logger.info(
+                "at most %d connections in the HTTP handshake (a quarter of the open-file "
+                "limit of %d)",
+                share,
+                files[0],
+            )
+            return share
+        return limit
+
+    def _tick_floods(self) -> None:
+        """The last counts of accept failures and closed handshakes reach the log."""
+        if self.guard is not None:
+            self.guard.tick()
+        if self._listener is not None:
+            self._listener.failures.tick()
+
+    def _figures(self) -> dict[str, object]:
+        """``/health`` figures beyond the HTTP front's own."""
+        syncs = self.hub.syncs
+        return {
+            "handshakes": self.guard.count if self.guard is not None else 0,
+            "syncs": {
+                "sending": syncs.active,
+                "waiting": len(syncs.waiting),
+                "completed": syncs.completed,
+            },
+        }
 
     def _origins(self) -> list[Origin | None] | None:
         if self.origins is None:
@@ -220,6 +278,10 @@ class Relay:
         await self._flush_sessions(timeout=2.0)
         server.close(close_connections=True)
         await server.wait_closed()
+        if self._restore_handler is not None:
+            self._restore_handler()
+            self._restore_handler = None
+        self._listener = None
         await self._close_background()
         await self.storage.close()
         self._server = None
@@ -285,6 +347,7 @@ class Relay:
             session = self.hub.open_session(name, wake.set)
             logger.info("connection from %s", name)
             binary = "frames are binary msgpack, not text"
+        session.pre_auth_bytes = getattr(ws, "request_bytes", 0)
         session.on_output = lambda: self._output(ws, session, wake)
         syncs = asyncio.Event()
         session.on_sync = syncs.set
@@ -440,6 +503,7 @@ class Relay:
             self.hub.unload_idle(loop.time(), self.idle_timeout)
             self.hub.expire_awareness(self.hub.clock())
             self.hub.tick()
+            self._tick_floods()
             await asyncio.sleep(period)
 
 

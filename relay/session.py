@@ -190,6 +190,9 @@ class RelaySession:
         self.on_sync: Callable[[], None] | None = None
         """Called when a sync answer sent in pieces can go on: the I/O layer then
         calls ``Hub.feed`` as the connection drains (:mod:`relay.syncs`)."""
+        self.pre_auth_bytes = 0
+        """Bytes the client sent before its first frame (the HTTP request, set by
+        the I/O layer): they count towards ``max_pre_auth_bytes``."""
         self.backlog = 0
         """Bytes the I/O layer had not yet sent on the connection when it last
         wrote: over a piece's size, new sync answers wait for it to drain."""
@@ -222,11 +225,15 @@ class RelaySession:
         """
         if self.close is not None:
             return []
-        if self.replica_id is None and len(data) > self.limits.max_pre_auth_bytes:
+        if (
+            self.replica_id is None
+            and self.pre_auth_bytes + len(data) > self.limits.max_pre_auth_bytes
+        ):
             self.fail(
                 CLOSE_TOO_BIG,
                 ErrorCode.FRAME_TOO_LARGE,
-                f"{len(data)} bytes before HELLO (at most {self.limits.max_pre_auth_bytes})",
+                f"{self.pre_auth_bytes + len(data)} bytes before HELLO, HTTP request "
+                f"included (at most {self.limits.max_pre_auth_bytes})",
             )
             return []
         try:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,25 @@ async def eventually(
 
 
 class RelayProcess:
-    """``python -m relay`` in a subprocess, on 127.0.0.1 and a free (or given) port."""
+    """``python -m relay`` in a subprocess, on 127.0.0.1 and a free (or given) port.
 
-    def __init__(self, store: str, log: Path, port: int = 0) -> None:
+    ``args``: more command-line flags; ``open_files``: the ``(soft, hard)`` limit of
+    open files the relay starts with (set with ``setrlimit`` before it runs)."""
+
+    def __init__(
+        self,
+        store: str,
+        log: Path,
+        port: int = 0,
+        *,
+        args: Sequence[str] = (),
+        open_files: tuple[int, int] | None = None,
+    ) -> None:
         self.store = store
         self.log = log
         self.port = port
+        self.args = list(args)
+        self.open_files = open_files
         self.url = ""
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -56,10 +70,12 @@ class RelayProcess:
                 self.store,
                 "--log-level",
                 "INFO",
+                *self.args,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                preexec_fn=self._limit_files if self.open_files is not None else None,
             )
         assert self.proc.stdout is not None
         line = (await asyncio.wait_for(self.proc.stdout.readline(), 30)).decode()
@@ -68,6 +84,16 @@ class RelayProcess:
         self.url = line.split("listening on ")[1].split()[0]
         self.port = int(self.url.rsplit(":", 1)[1])
         return self.url
+
+    def _limit_files(self) -> None:
+        """In the child, before ``exec``: its open-file limit."""
+        assert self.open_files is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     async def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""

@@ -80,6 +80,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
     )
     def start(
         self,
+        *,
         size: int,
         replica_compact: int,
         relay_compact: int,
