@@ -33,11 +33,13 @@ from .errors import (
     StoreVersionError,
     StoreWriteError,
     SyncError,
+    TooManyDocumentsError,
 )
 from .events import (
     AwarenessReceived,
     DocumentLive,
     DocumentOpened,
+    DocumentOverLimit,
     DocumentRestricted,
     DocumentSynced,
     EventBus,
@@ -74,6 +76,7 @@ __all__ = [
     "DocId",
     "DocumentLive",
     "DocumentOpened",
+    "DocumentOverLimit",
     "DocumentRestricted",
     "DocumentSynced",
     "Durability",
@@ -104,5 +107,6 @@ __all__ = [
     "SyncLink",
     "SyncStatus",
     "Token",
+    "TooManyDocumentsError",
     "__version__",
 ]

@@ -12,8 +12,9 @@ Every error the library raises on purpose derives from :class:`CrdtsyncError`::
     ├── InvalidUpdateError         an update could not be decoded or applied (also ValueError)
     ├── ProtocolError              a frame could not be decoded or breaks the protocol
     └── SyncError                  syncing with a relay failed for good (not retried)
-        └── RelayRefusedError      the relay refused the connection (version, ...)
-            └── AuthError          it refused the token (missing, invalid, expired, denied)
+        ├── RelayRefusedError      the relay refused the connection (version, ...)
+        │   └── AuthError          it refused the token (missing, invalid, expired, denied)
+        └── TooManyDocumentsError  a document is beyond the relay's documents per connection
 
 Argument mistakes (an empty document id, acknowledging a sequence number that was
 never issued) raise the built-in :class:`ValueError`, as Python itself does.
@@ -40,6 +41,7 @@ __all__ = [
     "StoreVersionError",
     "StoreWriteError",
     "SyncError",
+    "TooManyDocumentsError",
 ]
 
 
@@ -111,3 +113,14 @@ class AuthError(RelayRefusedError):
     expired, or without permission for what was asked. ``code`` is the relay's
     error code (``token_required``, ``token_invalid``, ``token_expired``, ...).
     Fatal: the connector stops instead of retrying with the same token."""
+
+
+class TooManyDocumentsError(SyncError):
+    """``doc_id`` does not sync: the relay syncs at most ``limit`` documents per
+    connection and this replica has more open. The message says how to raise
+    the limit (the relay's ``--max-docs``)."""
+
+    def __init__(self, doc_id: str, limit: int, message: str) -> None:
+        super().__init__(message)
+        self.doc_id = doc_id
+        self.limit = limit

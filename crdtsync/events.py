@@ -25,6 +25,7 @@ __all__ = [
     "AwarenessReceived",
     "DocumentLive",
     "DocumentOpened",
+    "DocumentOverLimit",
     "DocumentRestricted",
     "DocumentSynced",
     "EventBus",
@@ -128,6 +129,20 @@ class DocumentRestricted:
         return self.code == "read_only"
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentOverLimit:
+    """``doc_id`` does not sync on this connection: the relay syncs at most ``limit``
+    documents per connection (its ``--max-docs``) and this replica has more open.
+    It stays readable and writable here, its changes stay stored and pending, and
+    it does not hold the overall status at SYNCING; it syncs again on a
+    connection with room for it (another document closed on this one, or a
+    relay with a higher limit). ``message`` says so for people."""
+
+    doc_id: DocId
+    limit: int
+    message: str
+
+
 class RelayErrorInfo(Protocol):
     """An ERROR frame from the relay, as events carry it (the sync protocol's
     ``ErrorFrame`` is one)."""
@@ -179,6 +194,7 @@ SessionEvent = (
     | DocumentSynced
     | DocumentLive
     | DocumentRestricted
+    | DocumentOverLimit
     | RelayErrorReceived
     | AwarenessReceived
 )
@@ -192,6 +208,7 @@ ReplicaEvent = (
     | DocumentSynced
     | DocumentLive
     | DocumentRestricted
+    | DocumentOverLimit
     | RelayErrorReceived
 )
 """Every event type a replica reports to :meth:`crdtsync.Replica.observe`."""

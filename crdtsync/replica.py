@@ -437,7 +437,8 @@ class Replica(Connectable):
         :class:`~crdtsync.events.StatusChanged`,
         :class:`~crdtsync.events.DocumentSynced`,
         :class:`~crdtsync.events.DocumentLive`,
-        :class:`~crdtsync.events.DocumentRestricted` and
+        :class:`~crdtsync.events.DocumentRestricted`,
+        :class:`~crdtsync.events.DocumentOverLimit` and
         :class:`~crdtsync.events.RelayErrorReceived` while connected. Events caused
         by an edit arrive during pycrdt's commit of it: do not read or change the
         document from the callback (see :mod:`crdtsync.events`).

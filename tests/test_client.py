@@ -17,8 +17,14 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosedError, InvalidURI
 
 from crdtsync import MemoryStore, Replica
-from crdtsync.errors import ProtocolError, RelayRefusedError, StoreWriteError, SyncError
-from crdtsync.events import RelayErrorReceived, ReplicaEvent, SyncStatus
+from crdtsync.errors import (
+    ProtocolError,
+    RelayRefusedError,
+    StoreWriteError,
+    SyncError,
+    TooManyDocumentsError,
+)
+from crdtsync.events import DocumentOverLimit, RelayErrorReceived, ReplicaEvent, SyncStatus
 from crdtsync.ids import DocId
 from crdtsync.store import NewEntry
 from crdtsync.sync.client import backoff, is_retryable
@@ -265,3 +271,33 @@ async def test_wait_synced_raises_once_disconnected(replica: Replica) -> None:
     await replica.disconnect()
     with pytest.raises(SyncError, match="disconnected"):
         await waiter
+
+
+async def test_2000_documents_over_a_limit_of_1000_the_app_is_told_which_and_how_to_fix_it(
+    tmp_path: Path,
+) -> None:
+    replica = Replica(tmp_path / "replica.db")
+    seen: list[DocumentOverLimit] = []
+    replica.observe(lambda e: seen.append(e) if isinstance(e, DocumentOverLimit) else None)
+    docs = [f"form-{i:04d}" for i in range(2000)]
+    for doc_id in docs:  # opened before connecting
+        replica.open(doc_id)
+    try:
+        async with Relay(f"sqlite:///{tmp_path}/relay.db", port=0) as relay:
+            assert relay.limits.max_docs == 1000
+            await replica.connect(relay.url)
+            connector = replica.connector
+            assert connector is not None
+            await connector.wait_status(SyncStatus.SYNCED, timeout=120)
+            assert sorted(e.doc_id for e in seen) == docs[1000:]
+            assert all(e.limit == 1000 for e in seen)
+            await replica.wait_synced(docs[0], timeout=10)
+            with pytest.raises(TooManyDocumentsError) as refused:
+                await replica.wait_synced(docs[1500], timeout=10)
+            message = str(refused.value)
+            assert "syncs at most 1000 documents per connection" in message
+            assert "--max-docs 2000" in message and "form-1500" in message
+            assert refused.value.limit == 1000 and isinstance(refused.value, SyncError)
+    finally:
+        await replica.disconnect()
+        replica.close()

@@ -8,7 +8,13 @@ import pytest
 
 from crdtsync import Replica
 from crdtsync.errors import ProtocolError
-from crdtsync.events import DocumentSynced, RelayErrorReceived, StatusChanged, SyncStatus
+from crdtsync.events import (
+    DocumentOverLimit,
+    DocumentSynced,
+    RelayErrorReceived,
+    StatusChanged,
+    SyncStatus,
+)
 from crdtsync.ids import DocId
 from crdtsync.statevector import doc_state
 from crdtsync.sync.protocol import (
@@ -16,9 +22,11 @@ from crdtsync.sync.protocol import (
     ErrorFrame,
     Subscribe,
     Sync,
+    Welcome,
     encode_frame,
 )
 from crdtsync.sync.session import ClientSession
+from relay.limits import Limits
 
 from .sim import SimNetwork, SimStorage, text
 
@@ -160,3 +168,57 @@ def test_relay_error_is_reported_and_keeps_the_outbox(replicas: list[Replica]) -
     ca.receive_frame(ErrorFrame(ErrorCode.INVALID_UPDATE, "no", D, 1))
     assert isinstance(ca.events()[0], RelayErrorReceived)
     assert ca.is_blocked(D)
+
+
+def _over_limit(events: list[object]) -> list[DocumentOverLimit]:
+    return [e for e in events if isinstance(e, DocumentOverLimit)]
+
+
+def test_documents_beyond_the_relays_limit_are_reported_and_do_not_hold_the_status(
+    replicas: list[Replica],
+) -> None:
+    a = replicas[0]
+    seen: list[object] = []
+    a.observe(seen.append)
+    for i in range(5):
+        text(a, f"doc-{i}").insert(0, f"text {i}")  # opened before connecting
+    net = SimNetwork(limits=Limits(max_docs=3))
+    client = net.client(a)
+    net.connect(client)
+    net.run()
+    beyond = _over_limit(client.events())
+    assert [e.doc_id for e in beyond] == ["doc-3", "doc-4"]
+    assert all(e.limit == 3 and "--max-docs 5" in e.message for e in beyond)
+    assert client.status is SyncStatus.SYNCED  # the three that can sync did
+    assert [client.is_synced(f"doc-{i}") for i in range(5)] == [True] * 3 + [False] * 2
+    over = client.over_limit("doc-4")
+    assert over is not None and "syncs at most 3 documents per connection" in over.message
+    assert a.pending("doc-4") == 1  # kept, pending
+    # A document opened later is beyond the limit too.
+    text(a, "doc-5").insert(0, "later")
+    net.run()
+    assert [e.doc_id for e in _over_limit(client.events())] == ["doc-5"]
+    # Closing a synced document makes room for the first one waiting.
+    client.remove_document("doc-0")
+    net.run()
+    assert client.over_limit("doc-3") is None and client.is_synced("doc-3")
+    assert a.pending("doc-3") == 0
+    assert client.status is SyncStatus.SYNCED
+
+
+def test_a_relay_refusing_a_document_for_the_limit_is_reported_the_same_way(
+    replicas: list[Replica],
+) -> None:
+    a = replicas[0]
+    client = ClientSession(a, a.replica_id)
+    client.add_document("x")
+    client.connecting()
+    client.connected()
+    client.receive(encode_frame(Welcome("relay", max_docs=5)))
+    client.events()
+    client.receive(encode_frame(ErrorFrame(ErrorCode.TOO_MANY_DOCUMENTS, "at most 5", DocId("x"))))
+    [event] = _over_limit(client.events())
+    assert event.doc_id == "x" and event.limit == 5
+    assert client.status is SyncStatus.SYNCED  # nothing else to wait for
+    client.connection_lost()  # the next connection may have room
+    assert client.over_limit("x") is None

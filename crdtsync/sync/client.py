@@ -20,11 +20,19 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from ..errors import AuthError, ProtocolError, RelayRefusedError, StoreError, SyncError
+from ..errors import (
+    AuthError,
+    ProtocolError,
+    RelayRefusedError,
+    StoreError,
+    SyncError,
+    TooManyDocumentsError,
+)
 from ..events import (
     AwarenessReceived,
     DocumentLive,
     DocumentOpened,
+    DocumentOverLimit,
     DocumentRestricted,
     DocumentSynced,
     LocalUpdate,
@@ -244,7 +252,9 @@ class Connector:
         connector stops first, the error that stopped it (a
         :class:`~crdtsync.errors.SyncError` for a disconnect or a refusal);
         :class:`~crdtsync.errors.AuthError` if the relay denies access to the
-        document, or allows only reading while local changes are pending."""
+        document, or allows only reading while local changes are pending;
+        :class:`~crdtsync.errors.TooManyDocumentsError` if it is beyond the relay's
+        documents per connection (the message says how to raise the limit)."""
         self._add_document(doc_id)
         event = self._synced[doc_id]
         async with asyncio.timeout(timeout):
@@ -258,6 +268,9 @@ class Connector:
                         f"the token grants {grants} access to {doc_id!r}; "
                         "local changes stay stored and pending",
                     )
+                beyond = self._session.over_limit(doc_id)
+                if beyond is not None:
+                    raise TooManyDocumentsError(doc_id, beyond.limit, beyond.message)
                 event.clear()
                 await self._first(event)
 
@@ -418,6 +431,9 @@ class Connector:
                 self._status_changed.set()
                 self._replica.events.emit(event)
             elif isinstance(event, DocumentLive):
+                self._replica.events.emit(event)
+            elif isinstance(event, DocumentOverLimit):
+                self._synced.setdefault(event.doc_id, asyncio.Event()).set()  # wake waiters
                 self._replica.events.emit(event)
             elif isinstance(event, DocumentRestricted):
                 logger.warning("relay restricts %r: %s", event.doc_id, event.message)

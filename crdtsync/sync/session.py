@@ -32,6 +32,7 @@ from ..errors import InvalidUpdateError, ProtocolError
 from ..events import (
     AwarenessReceived,
     DocumentLive,
+    DocumentOverLimit,
     DocumentRestricted,
     DocumentSynced,
     RelayErrorReceived,
@@ -125,7 +126,7 @@ class _Phase(enum.Enum):
 
 
 class _ClientDoc:
-    __slots__ = ("blocked", "phase", "restricted", "sent_seq", "synced")
+    __slots__ = ("blocked", "over_limit", "phase", "restricted", "sent_seq", "synced")
 
     def __init__(self) -> None:
         self.phase = _Phase.IDLE
@@ -133,6 +134,12 @@ class _ClientDoc:
         self.blocked = False  # the relay rejected one of our updates: stop uploading
         self.synced = False
         self.restricted: str | None = None  # permission_denied / read_only on this connection
+        self.over_limit = False  # beyond the relay's documents per connection
+
+    @property
+    def counted(self) -> bool:
+        """Whether it counts towards the overall status (it can sync here)."""
+        return self.restricted is None and not self.over_limit
 
 
 class ClientSession:
@@ -171,6 +178,7 @@ class ClientSession:
         self._limit = max_frame  # min(ours, the relay's) once welcomed
         self._max_docs = DEFAULT_MAX_DOCS
         self._docs: dict[DocId, _ClientDoc] = {}
+        self._subscribed: set[DocId] = set()  # on this connection (max_docs at most)
         self._out: list[bytes] = []
         self._events: list[SessionEvent] = []
         self._status = SyncStatus.OFFLINE
@@ -200,6 +208,15 @@ class ClientSession:
         this connection (see :class:`~crdtsync.events.DocumentRestricted`), else None."""
         doc = self._docs.get(DocId(doc_id))
         return doc.restricted if doc is not None else None
+
+    def over_limit(self, doc_id: str) -> DocumentOverLimit | None:
+        """What keeps ``doc_id`` from syncing on this connection if it is beyond the
+        relay's documents per connection, else None."""
+        key = DocId(doc_id)
+        doc = self._docs.get(key)
+        if doc is None or not doc.over_limit:
+            return None
+        return DocumentOverLimit(key, self._max_docs, self._over_limit_message(key))
 
     def send_auth(self, token: str) -> bool:
         """Use ``token`` from now on; send it (AUTH) if connected. True if sent."""
@@ -234,7 +251,10 @@ class ClientSession:
         self._docs[key] = _ClientDoc()
         self._unsynced += 1
         if self._welcomed:
-            self._subscribe(key, self._docs[key])
+            if len(self._subscribed) < self._max_docs:
+                self._subscribe(key, self._docs[key])
+            else:
+                self._beyond_limit(key, self._docs[key])
         self._update_status()
 
     def remove_document(self, doc_id: str) -> None:
@@ -243,11 +263,26 @@ class ClientSession:
         doc = self._docs.pop(key, None)
         if doc is None:
             return
-        if not doc.synced and doc.restricted is None:
+        if not doc.synced and doc.counted:
             self._unsynced -= 1
         if self._welcomed and doc.phase is not _Phase.IDLE:
             self._send(Unsubscribe(key))
+        if key in self._subscribed:
+            self._subscribed.discard(key)
+            self._admit()
         self._update_status()
+
+    def _admit(self) -> None:
+        """A place among the relay's documents per connection is free: the first
+        document beyond the limit takes it."""
+        for doc_id, doc in self._docs.items():
+            if len(self._subscribed) >= self._max_docs:
+                return
+            if doc.over_limit:
+                doc.over_limit = False
+                if not doc.synced and doc.counted:
+                    self._unsynced += 1
+                self._subscribe(doc_id, doc)
 
     # -- connection life cycle ---------------------------------------------------------
 
@@ -271,9 +306,11 @@ class ClientSession:
         self._out = []
         self._welcomed = False
         self._limit = self._max_frame
+        self._subscribed.clear()
         for doc_id, doc in self._docs.items():
-            if doc.restricted is not None:  # the next connection may carry another token
+            if not doc.counted:  # the next connection may carry another token or limit
                 doc.restricted = None
+                doc.over_limit = False
                 if not doc.synced:
                     self._unsynced += 1
             doc.phase = _Phase.IDLE
@@ -327,18 +364,24 @@ class ClientSession:
         self._max_docs = frame.max_docs
         self._set_status(SyncStatus.SYNCING)
         for count, (doc_id, doc) in enumerate(self._docs.items()):
-            if count >= self._max_docs:
-                logger.error(
-                    "relay %s accepts %d documents per connection; %d are not synced",
-                    frame.relay_id,
-                    self._max_docs,
-                    len(self._docs) - count,
-                )
-                break
-            self._subscribe(doc_id, doc)
+            if count < self._max_docs:
+                self._subscribe(doc_id, doc)
+            else:
+                self._beyond_limit(doc_id, doc)
+        if len(self._docs) > self._max_docs:
+            logger.error(
+                "relay %s syncs at most %d documents per connection; %d of the %d open here "
+                "do not sync (raise its limit: crdtsync-relay --max-docs %d)",
+                frame.relay_id,
+                self._max_docs,
+                len(self._docs) - self._max_docs,
+                len(self._docs),
+                len(self._docs),
+            )
         self._update_status()
 
     def _subscribe(self, doc_id: DocId, doc: _ClientDoc) -> None:
+        self._subscribed.add(doc_id)
         doc.phase = _Phase.SUBSCRIBING
         self._send(Subscribe(doc_id, self._target.state_vector(doc_id)))
 
@@ -439,7 +482,11 @@ class ClientSession:
             ErrorCode.NOT_SUBSCRIBED,
             ErrorCode.PERMISSION_DENIED,
         ):
+            assert frame.doc_id is not None
             doc.phase = _Phase.IDLE
+            self._subscribed.discard(frame.doc_id)
+            if frame.code == ErrorCode.TOO_MANY_DOCUMENTS:
+                self._beyond_limit(frame.doc_id, doc)
         if (
             doc is not None
             and frame.doc_id is not None
@@ -451,11 +498,34 @@ class ClientSession:
         """The relay limits our access to ``doc_id``: it no longer counts towards the
         overall status (it cannot get in sync on this connection)."""
         if doc.restricted is None:
-            doc.restricted = code
-            if not doc.synced:
+            if not doc.synced and doc.counted:
                 self._unsynced -= 1
+            doc.restricted = code
             self._events.append(DocumentRestricted(doc_id, code, message))
             self._update_status()
+
+    def _beyond_limit(self, doc_id: DocId, doc: _ClientDoc) -> None:
+        """``doc_id`` is beyond the relay's documents per connection: it does not
+        sync here, and no longer counts towards the overall status."""
+        if doc.over_limit:
+            return
+        if not doc.synced and doc.counted:
+            self._unsynced -= 1
+        doc.over_limit = True
+        doc.phase = _Phase.IDLE
+        event = self.over_limit(doc_id)
+        assert event is not None
+        self._events.append(event)
+        self._update_status()
+
+    def _over_limit_message(self, doc_id: DocId) -> str:
+        count = len(self._docs)
+        return (
+            f"{doc_id!r} does not sync: relay {self.relay_id} syncs at most {self._max_docs} "
+            f"documents per connection and this replica has {count} open; raise the relay's "
+            f"limit (crdtsync-relay --max-docs {max(count, self._max_docs + 1)}) or open fewer "
+            "documents (its changes stay stored and pending)"
+        )
 
     # -- local changes ---------------------------------------------------------------------
 
@@ -507,7 +577,7 @@ class ClientSession:
         if doc.synced == synced:
             return
         doc.synced = synced
-        if doc.restricted is None:
+        if doc.counted:
             self._unsynced += -1 if synced else 1
         self._events.append(DocumentSynced(doc_id, synced))
 
