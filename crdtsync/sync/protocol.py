@@ -21,6 +21,12 @@ ERROR          r→c    ``code``, ``message``, ``doc`` (or nil), ``seq`` (or nil
 AUTH           c→r    ``token``: a fresh token on an open connection
 =============  =====  ==========================================================
 
+A large SYNC is preceded by UPDATE frames (``seq`` nil) for the same document:
+the relay sends what the client lacks in pieces, each an update the client
+applies at once (see ``relay.syncs``), then the SYNC with the rest and the
+relay's state vector. A client applies UPDATE frames whenever they come, so
+the frame set (and :data:`PROTOCOL_VERSION`) is unchanged.
+
 :func:`decode_frame` checks every field's type and size and raises
 :class:`~crdtsync.errors.ProtocolError`, and only that, for anything else.
 Unknown extra keys are ignored, so later versions can add optional fields.

@@ -14,7 +14,7 @@ is reused across reconnects). The relay's side is ``relay.session``.
 A sync round for one document, as the client sees it::
 
     SUBSCRIBE(doc, our state vector)  ->
-                                      <-  SYNC(doc, what we lack, relay's state vector)
+                 <-  (UPDATE pieces of a large answer,) SYNC(doc, what we lack, relay's sv)
     UPDATE(doc, what the relay lacks, seq = our last outbox number)  ->
                                       <-  ACK(doc, seq)            (once durably stored)
     ... then live: every local change is sent as UPDATE with its own seq,
@@ -67,8 +67,8 @@ __all__ = ["FRAME_OVERHEAD", "MAX_RECEIVE", "ClientSession", "SyncTarget"]
 logger = logging.getLogger("crdtsync.sync.session")
 
 MAX_RECEIVE = 256 << 20
-"""Largest frame a client accepts from its relay. Larger than the upload limit: a
-SYNC carries a whole document to a new replica, and cannot be split."""
+"""Largest frame a client accepts from its relay. Larger than the upload limit: an
+older relay sends a whole document in one SYNC, and one item may not be cut."""
 
 FRAME_OVERHEAD = 1024
 """Room left in a frame for everything but the update bytes (doc id, keys, seq)."""
