@@ -11,6 +11,7 @@ regenerates it from the JSON alone.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -370,9 +371,20 @@ def render_page(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.page [RESULTS_DIR]``: regenerate the page and the plots."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    results_dir = Path(args[0]) if args else RESULTS_DIR
-    print(write_page(results_dir))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.page",
+        description="Regenerate RESULTS.md and the plots from every group's latest JSON.",
+    )
+    parser.add_argument(
+        "results_dir",
+        nargs="?",
+        type=Path,
+        default=RESULTS_DIR,
+        metavar="RESULTS_DIR",
+        help="where the groups' JSON is (default: benchmarks/results; the page goes to "
+        "benchmarks/RESULTS.md, for another directory into it)",
+    )
+    print(write_page(parser.parse_args(argv).results_dir))
     return 0
 
 
