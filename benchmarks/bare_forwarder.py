@@ -11,7 +11,7 @@ for it to drain).
     python -m benchmarks.bare_forwarder --host 127.0.0.1 --port 0
 
 prints ``bare forwarder listening on ws://127.0.0.1:PORT`` as its first stdout
-line and runs until SIGTERM or SIGINT. The relay benchmark (``benchmarks/relay.py``)
+line and runs until SIGTERM or SIGINT. The relay benchmark (``benchmarks/relay/``)
 starts it as the baseline next to ``python -m relay``.
 """
 
