@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 __all__ = ["BareForwarder", "main"]
 
 MAX_FRAME = 1 << 20
-"""The same frame limit as the relay's default (``crdtsync.protocol.DEFAULT_MAX_FRAME``)."""
+"""The same frame limit as the relay's default (``crdtsync.sync.protocol.DEFAULT_MAX_FRAME``)."""
 
 
 class BareForwarder:

@@ -11,7 +11,8 @@ When those modules move, only this file changes.
 from __future__ import annotations
 
 from crdtsync import DocId, ReplicaId
-from crdtsync.protocol import (
+from crdtsync.statevector import same_state
+from crdtsync.sync.protocol import (
     Ack,
     ErrorFrame,
     Hello,
@@ -23,7 +24,6 @@ from crdtsync.protocol import (
     encode_frame,
     encode_update,
 )
-from crdtsync.statevector import same_state
 
 __all__ = [
     "Ack",
