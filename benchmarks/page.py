@@ -27,7 +27,7 @@ from .servers import ALL_SERVERS, SERVERS
 
 __all__ = ["main", "page_path", "render_page", "write_page"]
 
-GROUPS = ("relay", "sync", "memory", "local", "store")
+GROUPS = ("relay", "sync", "memory", "local", "store", "joins")
 
 FAMILIES = {
     "cpu": (

@@ -90,7 +90,7 @@ def _var_uint(value: int) -> bytes:
 
 def split_update(
     update: bytes, have: StateVector, piece_bytes: int, *, step: int = 256
-) -> Generator[bytes | None, None, None]:
+) -> Generator[bytes | None, None, StateVector]:
     """The structs of ``update`` as pieces of about ``piece_bytes`` bytes, each
     integrable whole by a document at state ``have`` that holds the pieces
     before it (see the module docstring). The delete set is left out.
@@ -98,7 +98,9 @@ def split_update(
     A generator: each step does a bounded amount of work (``step`` structs) and
     yields either a piece or None (nothing finished yet; call again). A single
     item that cannot be cut (a binary, an embed, a huge value in a list) makes
-    a larger piece. Raises ``ValueError`` if ``update`` is malformed.
+    a larger piece. Its return value (``StopIteration.value``) is the state a
+    document at ``have`` reaches with every piece. Raises ``ValueError`` if
+    ``update`` is malformed.
     """
     if piece_bytes < 64:
         raise ValueError(f"piece_bytes must be at least 64, not {piece_bytes}")
@@ -109,6 +111,7 @@ class _Splitter:
     def __init__(self, update: bytes, have: StateVector, piece_bytes: int, step: int) -> None:
         self.data = update
         self.reach = dict(have)  # what the receiver holds once the pieces so far are in
+        self.empty: set[ItemId] = set()  # zero-length items sent (yrs writes some)
         self.piece_bytes = piece_bytes
         self.step = step
         self.blocks: list[_Block] = []
@@ -122,7 +125,7 @@ class _Splitter:
 
     # -- the walk ---------------------------------------------------------------------------
 
-    def run(self) -> Generator[bytes | None, None, None]:
+    def run(self) -> Generator[bytes | None, None, StateVector]:
         yield from self._scan()
         self.ready.extend(self.blocks)
         while self.ready or self.waiters:
@@ -154,6 +157,7 @@ class _Splitter:
                     yield None
         if self.runs:
             yield self._flush()
+        return self.reach
 
     def _scan(self) -> Iterator[None]:
         """Find where each client's structs start (one pass, content skipped)."""
@@ -209,7 +213,7 @@ class _Splitter:
             return block.client, block.clock + block.done_units - 1  # a gap before it
         refs = struct.refs if not block.done_units else (struct.right,) if struct.right else ()
         for client, clock in refs:
-            if reach.get(client, 0) <= clock:
+            if reach.get(client, 0) <= clock and (client, clock) not in self.empty:
                 return client, clock
         return None
 
@@ -219,6 +223,10 @@ class _Splitter:
         if self.reach.get(client, 0) >= clock:
             return
         self.reach[client] = clock
+        self._wake(client, clock)
+
+    def _wake(self, client: int, clock: int) -> None:
+        """Blocks waiting for ``client``'s items below ``clock`` check again."""
         heap = self.waiting.get(client)
         while heap and heap[0][0] < clock:
             self.waiters -= 1
@@ -333,8 +341,10 @@ class _Splitter:
         block.current = None
         block.done_units = block.done_elements = block.done_pos = 0
         if advance:
-            # yrs may write a zero-length item, and others may refer to its id.
-            self._advance(block.client, block.clock + (struct.length == 0))
+            self._advance(block.client, block.clock)
+            if struct.length == 0:  # yrs writes some, and others may refer to their id
+                self.empty.add((block.client, block.clock))
+                self._wake(block.client, block.clock + 1)
 
     def _add(self, client: int, clock: int, units: int, data: bytes) -> None:
         """Append ``client``'s struct (or part) covering ``units`` ticks from ``clock``."""

@@ -7,7 +7,7 @@
   while a commit runs goes into the next one (after ``commit_delay`` seconds,
   so that paced updates share an fsync), and the hub sends the ACKs after the
   commit that holds them (DESIGN.md guarantee 2; fan-out never waits for it);
-- room loads, as tasks;
+- room loads, as tasks, and reads of a room's snapshot for a large sync;
 - compaction, as tasks: from the live room when it is exactly what storage
   holds (:meth:`relay.rooms.Hub.live_snapshot`), otherwise by replaying storage
   on a worker thread; either way the snapshot is verified to reproduce the
@@ -51,6 +51,8 @@ class Persistence:
         hub.on_load = self._on_load
         hub.on_write = self._on_write
         hub.on_compact = self._on_compact
+        if not storage.shared:  # shared storage may hold more than this process's room
+            hub.syncs.request_snapshot = self._on_snapshot
         self._tasks: set[asyncio.Task[None]] = set()
         self._write_wake = asyncio.Event()
         self._writes_idle = asyncio.Event()
@@ -100,6 +102,21 @@ class Persistence:
             self.hub.load_failed(doc_id, exc)
             return
         self.hub.loaded(doc_id, stored)
+
+    def _on_snapshot(self, doc_id: DocId) -> None:
+        self.spawn(self._read_snapshot(doc_id), f"snapshot {doc_id}")
+
+    async def _read_snapshot(self, doc_id: DocId) -> None:
+        """A large sync from nothing sends the stored snapshot: reading it costs the
+        event loop nothing, where pycrdt's encoding of the room holds it."""
+        try:
+            stored = await self.storage.load(doc_id)
+        except StoreError as exc:
+            logger.warning("reading the snapshot of %r failed (%s); encoding the room", doc_id, exc)
+            stored = None
+        room = self.hub.rooms.get(doc_id)
+        if room is not None:
+            self.hub.syncs.snapshot_loaded(room, stored.snapshot if stored else None)
 
     # -- group commit ------------------------------------------------------------------------
 

@@ -80,13 +80,14 @@ RoomRequest = Subscribe | Update | Unsubscribe | Awareness
 @dataclass(slots=True, eq=False)
 class SharedDiff:
     """What clients at one state vector lack, encoded once for every large sync that
-    starts from it (new replicas all start empty): ``update`` is the room's diff
-    against that state vector when it was encoded, ``state`` the room's state
-    vector then. Kept while ``users`` syncs send it."""
+    starts from it (new replicas all start empty): ``update`` holds at most what
+    the room holds (its diff when the first of them started, or its stored
+    snapshot); the SYNC that ends each one carries the rest. Kept while
+    ``users`` syncs send it; ``pending`` while storage reads the snapshot."""
 
     update: bytes
-    state: StateVector
     users: int = 0
+    pending: bool = False
 
 
 def live_document(doc_id: DocId) -> LiveDocument:

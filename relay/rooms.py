@@ -198,8 +198,7 @@ class Hub:
         self.syncs.cancel(session, room.doc_id)  # a new SUBSCRIBE replaces a stream
         update = room.doc.get_update(state_vector)
         if len(update) > self.limits.sync_piece_bytes:  # larger than the room's size said
-            encoded = (update, dict(room.live.state_vector()))
-            self.syncs.start(room, session, state_vector, large=True, encoded=encoded)
+            self.syncs.start(room, session, state_vector, large=True, encoded=update)
             return
         session.sync(room.doc_id, update, room.doc.get_state())
         self._join(room, session)

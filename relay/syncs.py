@@ -10,7 +10,10 @@ has a backlog, the answer becomes a :class:`SyncStream`:
    slots (large ones only), so memory stays bounded however many join;
 2. the room's diff against the client's state vector is encoded once, and
    shared by every stream that starts from the same state vector (new
-   replicas all start empty);
+   replicas all start empty); for an empty state vector the host may read
+   the room's stored snapshot instead (:attr:`Syncs.request_snapshot`), which
+   costs the event loop nothing, where pycrdt's encoding of a large document
+   is one call that holds it for ~3 ms per MB;
 3. the diff goes out as UPDATE frames (y-protocols: update messages) of about
    ``sync_piece_bytes``, each one the client integrates at once
    (:func:`crdtsync.pieces.split_update`): the I/O layer asks for the next one
@@ -44,6 +47,7 @@ __all__ = ["SyncStream", "Syncs"]
 
 logger = logging.getLogger("relay.syncs")
 
+EMPTY_STATE_VECTOR = b"\x00"
 SPLIT_STEP = 128
 """Structs the splitter reads per step (a few milliseconds at most)."""
 
@@ -61,7 +65,7 @@ class SyncStream:
     diff: SharedDiff | None = None
     key: bytes | None = None
     """Where ``diff`` is shared in ``room.diffs`` (None: this stream's own)."""
-    pieces: Generator[bytes | None, None, None] | None = None
+    pieces: Generator[bytes | None, None, StateVector] | None = None
     slot: bool = False
     sent: int = 0
     """Bytes of pieces queued so far."""
@@ -72,8 +76,8 @@ class SyncStream:
 
     @property
     def runnable(self) -> bool:
-        """It may send now (a large one needs its slot first)."""
-        return self.slot or not self.large
+        """It may send now (a large one needs its slot first, and its diff)."""
+        return (self.slot or not self.large) and not (self.diff is not None and self.diff.pending)
 
 
 class Syncs:
@@ -94,6 +98,9 @@ class Syncs:
         self._streams: dict[RelaySession, dict[DocId, SyncStream]] = {}
         self.completed = 0
         """Streams that reached their SYNC (for /health)."""
+        self.request_snapshot: Callable[[DocId], None] | None = None
+        """Set by a host that can read a room's stored snapshot: called for a large
+        sync from an empty state vector; the host answers :meth:`snapshot_loaded`."""
 
     # -- deciding -----------------------------------------------------------------------------
 
@@ -119,15 +126,15 @@ class Syncs:
         state_vector: bytes,
         *,
         large: bool,
-        encoded: tuple[bytes, StateVector] | None = None,
+        encoded: bytes | None = None,
     ) -> None:
         """Answer ``session``'s SUBSCRIBE to ``room`` with a stream. ``encoded``: the
-        diff and the room's state vector, if already encoded (then it goes ahead
-        even when every slot is taken: its memory is spent already)."""
+        diff, if already encoded (then it goes ahead even when every slot is
+        taken: its memory is spent already)."""
         self.cancel(session, room.doc_id)
         stream = SyncStream(room, session, state_vector, large)
         if encoded is not None:
-            stream.diff = SharedDiff(encoded[0], encoded[1], 1)
+            stream.diff = SharedDiff(encoded, 1)
             stream.large = True
             self._take_slot(stream)
         self._streams.setdefault(session, {})[room.doc_id] = stream
@@ -172,11 +179,11 @@ class Syncs:
         else:
             try:
                 piece = next(stream.pieces)
-            except StopIteration:
-                self._finish(stream)
+            except StopIteration as done:
+                self._finish(stream, done.value)
             except ValueError as exc:  # the room's own encoding: a bug if it happens
                 logger.error("%r: cannot split the sync of %r: %s", session, stream.doc_id, exc)
-                self._finish(stream, whole=True)
+                self._finish(stream)
             else:
                 if piece is not None:
                     stream.sent += len(piece)
@@ -195,6 +202,19 @@ class Syncs:
             self.waiting.remove(stream)
         self._release(stream)
         logger.info("%r: sync of %r stopped after %d bytes", session, stream.doc_id, stream.sent)
+
+    def snapshot_loaded(self, room: Room, snapshot: bytes | None) -> None:
+        """The host read ``room``'s stored snapshot (None: there is none, or reading
+        failed: pycrdt encodes the room instead)."""
+        shared = room.diffs.get(EMPTY_STATE_VECTOR)
+        if shared is None or not shared.pending:
+            return  # every stream waiting for it has gone
+        shared.update = snapshot if snapshot else room.doc.get_update(EMPTY_STATE_VECTOR)
+        shared.pending = False
+        for streams in self._streams.values():
+            stream = _stream_of(streams, room)
+            if stream is not None and stream.diff is shared and stream.session.on_sync:
+                stream.session.on_sync()
 
     def cancel_room(self, room: Room) -> list[RelaySession]:
         """Drop every stream of ``room`` (it is dropped); returns their sessions."""
@@ -218,15 +238,19 @@ class Syncs:
             shared = room.diffs.get(stream.state_vector) if stream.large else None
             if shared is not None:
                 stream.key = stream.state_vector
+            elif self._from_storage(stream):
+                shared = room.diffs[EMPTY_STATE_VECTOR] = SharedDiff(b"", pending=True)
+                stream.key = EMPTY_STATE_VECTOR
+                assert self.request_snapshot is not None
+                self.request_snapshot(room.doc_id)
             else:
                 update = room.doc.get_update(stream.state_vector)
-                state = dict(room.live.state_vector())
                 if len(update) <= piece_bytes:  # small after all: the SYNC itself
                     self._done(stream)
                     session.sync(room.doc_id, update, room.doc.get_state())
                     self._join(room, session)
                     return
-                shared = SharedDiff(update, state)
+                shared = SharedDiff(update)
                 if stream.large:
                     room.diffs[stream.state_vector] = shared
                     stream.key = stream.state_vector
@@ -234,6 +258,8 @@ class Syncs:
                     self._take_slot(stream)  # large after all: it counts
             shared.users += 1
             stream.diff = shared
+            if shared.pending:
+                return  # runnable again once storage has read the snapshot
         have = decode_state_vector(stream.state_vector)
         stream.pieces = split_update(stream.diff.update, have, piece_bytes, step=SPLIT_STEP)
         logger.info(
@@ -244,18 +270,24 @@ class Syncs:
             len(stream.diff.update),
         )
 
-    def _finish(self, stream: SyncStream, *, whole: bool = False) -> None:
-        """Every piece is out: the SYNC with what the room gained meanwhile and the
-        whole delete set; the client joins the fan-out."""
+    def _from_storage(self, stream: SyncStream) -> bool:
+        """Whether to send the room's stored snapshot rather than encode it: a large
+        sync from nothing, a host that reads snapshots, and a stored log small
+        enough for the final SYNC to carry."""
+        return (
+            stream.large
+            and self.request_snapshot is not None
+            and stream.state_vector == EMPTY_STATE_VECTOR
+            and stream.room.log_bytes <= self.limits.sync_piece_bytes
+            and stream.room.snapshot_bytes > self.limits.sync_piece_bytes
+        )
+
+    def _finish(self, stream: SyncStream, reach: StateVector | None = None) -> None:
+        """Every piece is out (the client reaches ``reach``; None: the pieces failed):
+        the SYNC with the rest (what the room gained meanwhile, or everything the
+        client lacks) and the whole delete set; the client joins the fan-out."""
         room, session = stream.room, stream.session
-        assert stream.diff is not None
-        if whole:
-            reached = stream.state_vector
-        else:
-            have = decode_state_vector(stream.state_vector)
-            for client, clock in stream.diff.state.items():
-                have[client] = max(clock, have.get(client, 0))
-            reached = encode_state_vector(have)
+        reached = stream.state_vector if reach is None else encode_state_vector(reach)
         self._done(stream)
         self.completed += 1
         session.sync(room.doc_id, room.doc.get_update(reached), room.doc.get_state())

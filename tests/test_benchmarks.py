@@ -342,6 +342,19 @@ def test_a_store_run_reopens_every_document(tmp_path: Path) -> None:
     assert report["store_bytes"] > report["encoded_bytes"] > 0
 
 
+def test_a_joins_run_measures_the_relay_while_replicas_join(tmp_path: Path) -> None:
+    out = tmp_path / "joins.json"
+    args = ("--size-mb", "3", "--joiners", "2", "--out", str(out), "--tmpdir", str(tmp_path))
+    result = run("benchmarks.joins", *args)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["status"] == "ok", report["failure"]
+    assert len(report["join_seconds"]) == 2  # both copies checked by digest
+    assert report["rss_peak_mb"] >= report["rss_idle_mb"] > 0
+    assert report["health_probes"] > 0 and report["health_failures"] == 0
+    assert report["per_joiner_doc_ratio"] > 0
+
+
 def test_the_results_page_lists_every_group_and_marks_losses(tmp_path: Path) -> None:
     """RESULTS.md from group JSON: the side-by-side table, goals not met under
     *Where we lose*, a FAILED run without a number."""

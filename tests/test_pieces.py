@@ -181,3 +181,34 @@ def test_garbage_raises_value_error_only(data: bytes, size: int) -> None:
 def test_a_piece_size_below_64_bytes_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 64"):
         split_update(b"\x00\x00", {}, 10)
+
+
+def test_zero_length_items_are_sent_before_what_refers_to_them(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """pycrdt inserting inside a multi-byte character makes yrs write a zero-length
+    item that later items refer to; the state the pieces reach stays the true one
+    (content written later at that clock must still come with the final SYNC)."""
+    a: pycrdt.Doc[Any] = pycrdt.Doc(client_id=1)
+    a.get("t", type=pycrdt.Text).insert(0, "ab😀é")
+    b: pycrdt.Doc[Any] = pycrdt.Doc(client_id=2)
+    b.apply_update(a.get_update())
+    b.get("t", type=pycrdt.Text).insert(4, "X")  # byte 4: inside the emoji
+    update = b.get_update()
+    generator = split_update(update, {}, 64, step=5)
+    pieces = []
+    try:
+        while True:
+            piece = next(generator)
+            if piece is not None:
+                pieces.append(piece)
+    except StopIteration as done:
+        reach = done.value
+    assert "no struct is ready" not in caplog.text
+    assert reach == decode_state_vector(b.get_state())
+    target: pycrdt.Doc[Any] = pycrdt.Doc()
+    for piece in pieces:
+        target.apply_update(piece)
+    whole: pycrdt.Doc[Any] = pycrdt.Doc()  # pycrdt 0.14 itself leaves "X" pending here
+    whole.apply_update(update)
+    assert doc_state(target) == doc_state(whole)

@@ -258,3 +258,42 @@ def test_a_yjs_client_gets_a_large_document_as_update_messages_then_step_2() -> 
             client.apply_update(payload)
     assert steps[-1] == SYNC_STEP2 and set(steps[:-1]) == {SYNC_UPDATE} and len(steps) > 10
     assert str(client.get("t", type=pycrdt.Text)) == TEXT
+
+
+def test_a_sync_from_nothing_can_send_the_stored_snapshot_instead_of_encoding(
+    replicas: list[Replica],
+) -> None:
+    doc = _document()
+    hub = _hub(doc)
+    requested: list[DocId] = []
+    hub.syncs.request_snapshot = requested.append  # a host that reads storage
+    first, second = Joiner(hub, replicas[0]), Joiner(hub, replicas[1])
+    first.drain(1)
+    second.drain(1)
+    assert requested == [D]  # the host reads it, once for both
+    assert not hub.sync_pending(first.relay) and not hub.sync_pending(second.relay)
+    before = doc.get_state()
+    doc.get("t", type=pycrdt.Text).insert(0, "later ")  # the room moves on meanwhile
+    writer = hub.open_session("writer")
+    hub.receive(writer, encode_frame(Hello(ReplicaId("writer"))))
+    hub.receive(writer, encode_frame(Subscribe(D, before)))
+    hub.receive(writer, encode_frame(Update(D, doc.get_update(before), 1)))
+    stored = _document().get_update()  # what storage held: the room before "later "
+    hub.syncs.snapshot_loaded(hub.rooms[D], stored)
+    assert first.wakes and second.wakes
+    for joiner in (first, second):
+        joiner.drain()
+        assert joiner.text() == "later " + TEXT  # the final SYNC carried the rest
+    assert not hub.rooms[D].diffs
+
+
+def test_without_a_stored_snapshot_the_room_is_encoded_after_all(
+    replicas: list[Replica],
+) -> None:
+    hub = _hub(_document())
+    hub.syncs.request_snapshot = lambda doc_id: None
+    joiner = Joiner(hub, replicas[0])
+    joiner.drain(1)
+    hub.syncs.snapshot_loaded(hub.rooms[D], None)
+    joiner.drain()
+    assert joiner.text() == TEXT

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -193,3 +194,38 @@ async def test_a_joiner_that_stops_reading_is_disconnected_and_its_sync_freed(
         assert peak > len(text), "the sync was not under way"
         assert current < 2 * MB, f"{current} bytes still held after the joiner left"
         await replica.wait_synced(D, timeout=10)  # the honest replica is unaffected
+
+
+async def test_health_answers_while_replicas_join_a_large_document(tmp_path: Path) -> None:
+    text = _text(6 * MB)
+    await _seed(tmp_path / "relay.db", text)
+    joiners = [Replica(tmp_path / f"joiner-{i}.db") for i in range(3)]
+    try:
+        async with (
+            Relay(f"sqlite:///{tmp_path}/relay.db", port=0) as relay,
+            ThrottledProxy(relay.port, rate=10 * MB) as proxy,
+        ):
+            for joiner in joiners:
+                await joiner.connect(proxy.url)
+            joined = asyncio.gather(*(j.wait_synced(D, timeout=120) for j in joiners))
+            during: list[dict[str, Any]] = []
+            while not joined.done():
+                during.append(await _health(relay.port))
+            await joined
+        assert any(isinstance(h["syncs"], dict) and h["syncs"]["sending"] for h in during)
+        assert all(_digest(j) == hashlib.sha256(text.encode()).hexdigest() for j in joiners)
+    finally:
+        for joiner in joiners:
+            await joiner.disconnect()
+            joiner.close()
+
+
+async def _health(port: int) -> dict[str, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /health HTTP/1.1\r\nHost: relay\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), timeout=30)
+    writer.close()
+    await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+    figures: dict[str, Any] = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    return figures
