@@ -194,6 +194,7 @@ class Network:
         I/O layer (loads, commits and compactions happen when the scenario says)."""
         self.loads = []
         self.compactions = []
+        self.snapshot_reads: list[DocId] = []
         relay = Relay(
             self.disk.storage,
             limits=self.limits,
@@ -203,6 +204,7 @@ class Network:
         relay.hub.on_load = self.loads.append
         relay.hub.on_write = _nothing
         relay.hub.on_compact = self.compactions.append
+        relay.hub.syncs.request_snapshot = self.snapshot_reads.append
         return relay
 
     def _boot(self, node: Node) -> None:
@@ -446,6 +448,20 @@ class Network:
         self._collect()
         return True
 
+    def read_snapshot(self) -> bool:
+        """Storage reads a room's snapshot for a large sync from nothing (what the
+        relay's host does instead of encoding the room)."""
+        if not self.snapshot_reads:
+            return False
+        doc_id = self.snapshot_reads.pop(0)
+        room = self.hub.rooms.get(doc_id)
+        self.log.append("storage reads the snapshot for a large sync")
+        if room is not None:
+            self.hub.syncs.snapshot_loaded(room, self.disk.load(doc_id).snapshot)
+            self.stats["a large sync sent the stored snapshot"] += 1
+        self._collect()
+        return True
+
     def compact(self) -> bool:
         """The relay host runs the oldest pending compaction (its own code)."""
         if not self.compactions:
@@ -494,6 +510,8 @@ class Network:
             events.append(("commit", 0))
         if self.compactions:
             events.append(("compact", 0))
+        if self.snapshot_reads:
+            events.append(("snapshot", 0))
         if self.partitioned:
             events.append(("heal", 0))
         return events
@@ -531,6 +549,8 @@ class Network:
             self.commit()
         elif kind == "compact":
             self.compact()
+        elif kind == "snapshot":
+            self.read_snapshot()
         else:
             self.heal()
         return kind
@@ -541,7 +561,13 @@ class Network:
             moved = False
             for i in range(self.size):
                 moved |= self.connect(i)
-            while self.load() or self.commit() or self.compact() or self.late(0):
+            while (
+                self.load()
+                or self.commit()
+                or self.compact()
+                or self.read_snapshot()
+                or self.late(0)
+            ):
                 moved = True
             for i in range(self.size):
                 while self.deliver_up(i):
