@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
-from .statevector import StateVector
+from .statevector import StateVector, encode_var_uint
 from .update import ItemId, UpdateReader, read_content, read_item_header, utf16_length
 
 __all__ = ["split_update"]
@@ -77,15 +77,6 @@ class _Run:
     clock: int
     end: int
     chunks: list[bytes] = field(default_factory=list)
-
-
-def _var_uint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def split_update(
@@ -273,10 +264,10 @@ class _Splitter:
         tail = self.data[block.done_pos : struct.end]
         if kind == _STRING:
             units = utf16_length(tail)
-            content = _var_uint(len(tail)) + tail
+            content = encode_var_uint(len(tail)) + tail
         else:
             units = UpdateReader(self.data, struct.content).count() - block.done_elements
-            content = _var_uint(units) + tail
+            content = encode_var_uint(units) + tail
         struct.length = block.done_units + units
         return self._header(block, struct) + content, units
 
@@ -299,7 +290,7 @@ class _Splitter:
                     cut += 1
             part = self.data[first:cut]
             units = utf16_length(part)
-            content = _var_uint(len(part)) + part
+            content = encode_var_uint(len(part)) + part
         else:
             total = reader.count()
             first = block.done_pos if block.done_units else reader.pos
@@ -316,7 +307,7 @@ class _Splitter:
                     break
                 units += 1
             cut = reader.pos
-            content = _var_uint(units) + self.data[first:cut]
+            content = encode_var_uint(units) + self.data[first:cut]
             block.done_elements += units
         block.done_units += units
         block.done_pos = cut
@@ -328,10 +319,10 @@ class _Splitter:
         if not block.done_units:
             return self.data[struct.start : struct.content]
         info = (struct.info & 0x1F) | 0x80 | (struct.info & 0x60)
-        origin = _var_uint(block.client) + _var_uint(block.clock + block.done_units - 1)
+        origin = encode_var_uint(block.client) + encode_var_uint(block.clock + block.done_units - 1)
         right = b""
         if struct.right is not None:
-            right = _var_uint(struct.right[0]) + _var_uint(struct.right[1])
+            right = encode_var_uint(struct.right[0]) + encode_var_uint(struct.right[1])
         return bytes([info]) + origin + right
 
     def _finish(self, block: _Block, struct: _Struct, *, advance: bool = True) -> None:
@@ -357,9 +348,13 @@ class _Splitter:
 
     def _flush(self) -> bytes:
         """The piece built so far, encoded (structs per client, empty delete set)."""
-        out = [_var_uint(len(self.runs))]
+        out = [encode_var_uint(len(self.runs))]
         for client, run in self.runs.items():
-            out += [_var_uint(len(run.chunks)), _var_uint(client), _var_uint(run.clock)]
+            out += [
+                encode_var_uint(len(run.chunks)),
+                encode_var_uint(client),
+                encode_var_uint(run.clock),
+            ]
             out += run.chunks
         out.append(b"\x00")
         self.runs = {}

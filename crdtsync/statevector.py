@@ -24,9 +24,11 @@ __all__ = [
     "decode_state_vector",
     "doc_state",
     "encode_state_vector",
+    "encode_var_uint",
     "read_delete_set",
     "read_var_uint",
     "same_state",
+    "write_var_uint",
 ]
 
 StateVector = dict[int, int]
@@ -72,20 +74,28 @@ def decode_state_vector(data: bytes) -> StateVector:
     return result
 
 
-def _write_var_uint(out: bytearray, value: int) -> None:
+def write_var_uint(out: bytearray, value: int) -> None:
+    """Append ``value`` to ``out`` as a lib0 var-uint."""
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
 
 
+def encode_var_uint(value: int) -> bytes:
+    """``value`` as a lib0 var-uint (the inverse of :func:`read_var_uint`)."""
+    out = bytearray()
+    write_var_uint(out, value)
+    return bytes(out)
+
+
 def encode_state_vector(state_vector: StateVector) -> bytes:
     """Encode ``{client_id: clock}`` as lib0 does (the inverse of :func:`decode_state_vector`)."""
     out = bytearray()
-    _write_var_uint(out, len(state_vector))
+    write_var_uint(out, len(state_vector))
     for client, clock in state_vector.items():
-        _write_var_uint(out, client)
-        _write_var_uint(out, clock)
+        write_var_uint(out, client)
+        write_var_uint(out, clock)
     return bytes(out)
 
 

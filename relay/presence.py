@@ -19,7 +19,7 @@ import json
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from crdtsync.statevector import read_var_uint
+from crdtsync.statevector import read_var_uint, write_var_uint
 
 __all__ = [
     "OUTDATED_TIMEOUT",
@@ -88,21 +88,14 @@ def encode_awareness(entries: Iterable[AwarenessEntry]) -> bytes:
     """Encode ``entries`` as one awareness update."""
     items = list(entries)
     out = bytearray()
-    _var_uint(out, len(items))
+    write_var_uint(out, len(items))
     for entry in items:
-        _var_uint(out, entry.client_id)
-        _var_uint(out, entry.clock)
+        write_var_uint(out, entry.client_id)
+        write_var_uint(out, entry.clock)
         state = entry.state.encode("utf-8")
-        _var_uint(out, len(state))
+        write_var_uint(out, len(state))
         out += state
     return bytes(out)
-
-
-def _var_uint(out: bytearray, value: int) -> None:
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
 
 
 @dataclass(slots=True)

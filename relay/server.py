@@ -414,15 +414,18 @@ class Relay:
             return
         buffered = session.backlog = ws.transport.get_write_buffer_size()
         if buffered > self.limits.max_queued_bytes + 2 * self.limits.sync_piece_bytes:
-            session.fail(
-                CLOSE_POLICY,
-                ErrorCode.SLOW_CONSUMER,
+            self._slow_consumer(
+                ws,
+                session,
                 f"more than {self.limits.max_queued_bytes} bytes unsent; reconnect to resync",
             )
-            # It is not reading: the close handshake cannot get through either, so
-            # _close gives up after its timeout and aborts the connection.
-            assert session.close is not None
-            self._spawn(_close(ws, session.close.code, session.close.reason), "slow consumer")
+
+    def _slow_consumer(self, ws: ServerConnection, session: RelaySession, message: str) -> None:
+        """Close a client that is not reading. The close handshake cannot get through
+        either, so ``_close`` gives up after its timeout and aborts the connection."""
+        session.fail(CLOSE_POLICY, ErrorCode.SLOW_CONSUMER, message)
+        assert session.close is not None
+        self._spawn(_close(ws, session.close.code, session.close.reason), "slow consumer")
 
     async def _send_loop(
         self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event
@@ -477,13 +480,8 @@ class Relay:
                 if size < last:
                     last, since = size, loop.time()
                 elif loop.time() - since >= stall:
-                    session.fail(
-                        CLOSE_POLICY,
-                        ErrorCode.SLOW_CONSUMER,
-                        f"took nothing of its sync for {stall:g} s; reconnect to resume",
-                    )
-                    assert session.close is not None
-                    self._spawn(_close(ws, session.close.code, session.close.reason), "stalled")
+                    message = f"took nothing of its sync for {stall:g} s; reconnect to resume"
+                    self._slow_consumer(ws, session, message)
                     return False
             except OSError as exc:
                 logger.info("%s: connection lost during a sync (%s)", peer(ws), exc)

@@ -34,7 +34,7 @@ import pycrdt
 
 from crdtsync.errors import ProtocolError
 from crdtsync.ids import DocId, ReplicaId
-from crdtsync.statevector import decode_state_vector, read_var_uint
+from crdtsync.statevector import decode_state_vector, encode_var_uint, read_var_uint
 from crdtsync.sync.protocol import Awareness, ErrorCode, Subscribe, Update
 
 from .session import (
@@ -121,17 +121,8 @@ def _read_bytes(data: bytes, pos: int) -> tuple[bytes, int]:
     return data[pos : pos + length], pos + length
 
 
-def _var_uint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _message(prefix: bytes, payload: bytes) -> bytes:
-    return b"".join((prefix, _var_uint(len(payload)), payload))
+    return b"".join((prefix, encode_var_uint(len(payload)), payload))
 
 
 def encode_sync_step1(state_vector: bytes) -> bytes:

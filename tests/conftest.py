@@ -8,12 +8,14 @@ variable ``CRDTSYNC_HYPOTHESIS_PROFILE=thorough``.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from crdtsync import Replica
+from relay import Relay
 
 for name, examples, steps in (("ci", 60, 40), ("thorough", 1000, 100)):
     settings.register_profile(
@@ -34,3 +36,19 @@ def replicas() -> Iterator[list[Replica]]:
     yield made
     for replica in made:
         replica.close()
+
+
+@pytest.fixture
+async def replica(tmp_path: Path) -> AsyncIterator[Replica]:
+    """A replica on an SQLite file, disconnected and closed after the test."""
+    made = Replica(tmp_path / "replica.db")
+    yield made
+    await made.disconnect()
+    made.close()
+
+
+@pytest.fixture
+async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
+    """A relay on 127.0.0.1 (a free port) over an SQLite file, stopped after the test."""
+    async with Relay(f"sqlite:///{tmp_path}/relay.db", port=0) as server:
+        yield server

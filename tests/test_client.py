@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pycrdt
@@ -63,14 +63,6 @@ def test_which_errors_are_retried() -> None:
     assert not is_retryable(RelayRefusedError("unsupported_version", "v9"))
     assert not is_retryable(InvalidURI("http://x", "not a websocket URI"))
     assert not is_retryable(ValueError("a bug"))
-
-
-@pytest.fixture
-async def replica(tmp_path: Path) -> AsyncIterator[Replica]:
-    made = Replica(tmp_path / "replica.db")
-    yield made
-    await made.disconnect()
-    made.close()
 
 
 async def test_a_fatal_refusal_stops_retrying(replica: Replica) -> None:
@@ -274,30 +266,26 @@ async def test_wait_synced_raises_once_disconnected(replica: Replica) -> None:
 
 
 async def test_2000_documents_over_a_limit_of_1000_the_app_is_told_which_and_how_to_fix_it(
-    tmp_path: Path,
+    tmp_path: Path, replica: Replica
 ) -> None:
-    replica = Replica(tmp_path / "replica.db")
     seen: list[DocumentOverLimit] = []
     replica.observe(lambda e: seen.append(e) if isinstance(e, DocumentOverLimit) else None)
     docs = [f"form-{i:04d}" for i in range(2000)]
     for doc_id in docs:  # opened before connecting
         replica.open(doc_id)
-    try:
-        async with Relay(f"sqlite:///{tmp_path}/relay.db", port=0) as relay:
-            assert relay.limits.max_docs == 1000
-            await replica.connect(relay.url)
-            connector = replica.connector
-            assert connector is not None
-            await connector.wait_status(SyncStatus.SYNCED, timeout=120)
-            assert sorted(e.doc_id for e in seen) == docs[1000:]
-            assert all(e.limit == 1000 for e in seen)
-            await replica.wait_synced(docs[0], timeout=10)
-            with pytest.raises(TooManyDocumentsError) as refused:
-                await replica.wait_synced(docs[1500], timeout=10)
-            message = str(refused.value)
-            assert "syncs at most 1000 documents per connection" in message
-            assert "--max-docs 2000" in message and "form-1500" in message
-            assert refused.value.limit == 1000 and isinstance(refused.value, SyncError)
-    finally:
+    async with Relay(f"sqlite:///{tmp_path}/relay.db", port=0) as relay:
+        assert relay.limits.max_docs == 1000
+        await replica.connect(relay.url)
+        connector = replica.connector
+        assert connector is not None
+        await connector.wait_status(SyncStatus.SYNCED, timeout=120)
+        assert sorted(e.doc_id for e in seen) == docs[1000:]
+        assert all(e.limit == 1000 for e in seen)
+        await replica.wait_synced(docs[0], timeout=10)
+        with pytest.raises(TooManyDocumentsError) as refused:
+            await replica.wait_synced(docs[1500], timeout=10)
+        message = str(refused.value)
+        assert "syncs at most 1000 documents per connection" in message
+        assert "--max-docs 2000" in message and "form-1500" in message
+        assert refused.value.limit == 1000 and isinstance(refused.value, SyncError)
         await replica.disconnect()
-        replica.close()

@@ -44,12 +44,6 @@ D = DocId("inspection-42")
 
 
 @pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
-    async with Relay(f"sqlite:///{tmp_path}/relay.db", port=0) as server:
-        yield server
-
-
-@pytest.fixture
 async def replicas(tmp_path: Path) -> AsyncIterator[list[Replica]]:
     made = [Replica(tmp_path / f"replica-{i}.db") for i in range(3)]
     yield made

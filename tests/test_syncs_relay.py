@@ -9,12 +9,10 @@ import contextlib
 import hashlib
 import json
 import tracemalloc
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pycrdt
-import pytest
 import websockets
 
 from crdtsync import Replica
@@ -104,14 +102,6 @@ class ThrottledProxy:
                     return
                 # Pacing, not waiting for an event: the link carries `rate` bytes/s.
                 await asyncio.sleep(max(0.0, start + self.down[index] / self.rate - loop.time()))
-
-
-@pytest.fixture
-async def replica(tmp_path: Path) -> AsyncIterator[Replica]:
-    made = Replica(tmp_path / "joiner.db")
-    yield made
-    await made.disconnect()
-    made.close()
 
 
 def _digest(replica: Replica) -> str:

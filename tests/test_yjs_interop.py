@@ -205,20 +205,6 @@ async def spawn(node: str, tmp_path: Path) -> AsyncIterator[Spawn]:
         await client.kill()
 
 
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
-    async with Relay(f"sqlite:///{tmp_path / 'relay.db'}", port=0) as server:
-        yield server
-
-
-@pytest.fixture
-async def replica(tmp_path: Path) -> AsyncIterator[Replica]:
-    made = Replica(tmp_path / "python.db")
-    yield made
-    await made.disconnect()
-    made.close()
-
-
 # -- content on each side ------------------------------------------------------------------------
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +49,6 @@ async def until_awareness(awareness: pycrdt.Awareness, predicate: Any, timeout: 
                 await changed.wait()
     finally:
         awareness.unobserve(subscription)
-
-
-@pytest.fixture
-async def relay(tmp_path: Path) -> AsyncIterator[Relay]:
-    async with Relay(f"sqlite:///{tmp_path / 'relay.db'}", port=0) as relay:
-        yield relay
 
 
 class YClient:
