@@ -7,7 +7,8 @@ Every error the library raises on purpose derives from :class:`CrdtsyncError`::
     │   ├── StoreCorruptError      not a crdtsync store, truncated, or a checksum mismatch
     │   ├── StoreVersionError      written with a schema version this code does not know
     │   ├── StoreLockedError       another process (or Replica) has the store open
-    │   └── StoreWriteError        a write failed (disk full, I/O error); nothing was lost
+    │   ├── StoreWriteError        a write failed (disk full, I/O error); nothing was lost
+    │   └── StoreUnavailableError  a relay's shared storage (Redis) cannot be reached for now
     ├── ReplicaClosedError         the replica was used after close()
     ├── InvalidUpdateError         an update could not be decoded or applied (also ValueError)
     ├── ProtocolError              a frame could not be decoded or breaks the protocol
@@ -37,6 +38,7 @@ __all__ = [
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
+    "StoreUnavailableError",
     "StoreVersionError",
     "StoreWriteError",
     "SyncError",
@@ -75,6 +77,16 @@ class StoreWriteError(StoreError):
 
     The change stays in memory and is written together with the next change
     (or by :meth:`crdtsync.Replica.flush`); it is never sent before it is stored.
+    """
+
+
+class StoreUnavailableError(StoreError):
+    """A relay's shared storage (Redis) cannot be reached for now: the connection
+    failed or timed out.
+
+    Transient: the relay retries. A write whose reply was lost may or may not have
+    been stored, so it is never acknowledged; storing it again is harmless (CRDT
+    updates are idempotent).
     """
 
 

@@ -24,7 +24,16 @@ from .presence import Presence
 from .session import RelaySession
 from .storage.base import StoredRoom
 
-__all__ = ["MAX_HELD", "MAX_HELD_BYTES", "LiveSnapshot", "Room", "RoomState", "Write", "replay"]
+__all__ = [
+    "MAX_HELD",
+    "MAX_HELD_BYTES",
+    "LiveSnapshot",
+    "Remote",
+    "Room",
+    "RoomState",
+    "Write",
+    "replay",
+]
 
 logger = logging.getLogger("relay.rooms")
 
@@ -63,9 +72,20 @@ class Write:
     room: Room | None = None
     claims: list[tuple[int, str]] = field(default_factory=list)
     """``(client id, subject)`` authorship claims this update makes (stored with it)."""
+    received: float = 0.0
+    """The hub's clock when the update arrived (ACK latency)."""
 
 
-RoomRequest = Subscribe | Update | Unsubscribe | Awareness
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """An update another relay process stored (shared storage), waiting for the
+    room to load; ``entry_id`` is its log id (0: not a log entry)."""
+
+    update: bytes
+    entry_id: int
+
+
+RoomRequest = Subscribe | Update | Unsubscribe | Awareness | Remote
 
 
 def live_document(doc_id: DocId) -> LiveDocument:
@@ -92,6 +112,7 @@ class Room:
     waiting_bytes: int = 0
     presence: Presence = field(default_factory=Presence)
     claims: dict[int, str] = field(default_factory=dict)  # client id -> owning subject
+    load_delayed: bool = False  # waiting sessions were told storage is unreachable
 
     def __post_init__(self) -> None:
         self.live = live_document(self.doc_id)

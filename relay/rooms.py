@@ -43,7 +43,7 @@ from crdtsync.sync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsub
 from crdtsync.update import UpdateSummary
 
 from .presence import decode_awareness
-from .room import LiveSnapshot, Room, RoomRequest, RoomState, Write
+from .room import LiveSnapshot, Remote, Room, RoomRequest, RoomState, Write
 from .session import CLOSE_INTERNAL, Authenticate, Limits, RelaySession, Request
 from .storage.base import StoredRoom
 
@@ -57,8 +57,9 @@ class Hub:
 
     ``on_load(doc_id)`` asks the host to load a room; ``on_write()`` says that
     writes are waiting; ``on_compact(doc_id)`` says a room's log outgrew its
-    snapshot. The host answers through :meth:`loaded`, :meth:`written`,
-    :meth:`compacted` and their ``*_failed`` counterparts.
+    snapshot; ``on_unload(doc_id)`` says a room left memory. The host answers
+    through :meth:`loaded`, :meth:`written`, :meth:`compacted` and their
+    ``*_failed`` counterparts.
     """
 
     def __init__(
@@ -70,6 +71,7 @@ class Hub:
         on_load: Callable[[DocId], None] = lambda doc_id: None,
         on_write: Callable[[], None] = lambda: None,
         on_compact: Callable[[DocId], None] = lambda doc_id: None,
+        on_unload: Callable[[DocId], None] = lambda doc_id: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         authenticate: Authenticate | None = None,
@@ -91,10 +93,23 @@ class Hub:
         self.on_load = on_load
         self.on_write = on_write
         self.on_compact = on_compact
+        self.on_unload = on_unload
+        """Called with the id of every room dropped from memory (unloaded when idle,
+        or dropped after a failed load or write)."""
         self.rooms: dict[DocId, Room] = {}
         self.sessions: set[RelaySession] = set()
         self._writes: list[Write] = []
         self.bytes_received = 0
+        """Bytes of every message received (metrics)."""
+        self.updates_received = 0
+        """Updates received from clients (metrics)."""
+        self.updates_stored = 0
+        """Writes stored (metrics)."""
+        self.deliveries = 0
+        """Updates queued for a subscriber by fan-out (metrics)."""
+        self.remote_updates = 0
+        """Updates other relay processes stored, applied here (metrics)."""
+        self._bytes_sent_closed = 0
         self._now = 0.0  # the host's time at the last unload_idle()
 
     # -- connections ---------------------------------------------------------------------
@@ -129,7 +144,9 @@ class Hub:
     def close_session(self, session: RelaySession) -> None:
         """The connection ended: remove it from every room (its pending ACKs are dropped;
         the client resends what was not acknowledged)."""
-        self.sessions.discard(session)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self._bytes_sent_closed += session.bytes_sent
         for doc_id in session.subscriptions:
             room = self.rooms.get(doc_id)
             if room is not None:
@@ -168,9 +185,9 @@ class Hub:
                 room.waiting_bytes += size
 
     def _handle(self, room: Room, session: RelaySession | None, request: RoomRequest) -> None:
-        if isinstance(request, Update) and session is None:
-            self._remote(room, request.update)
-        elif isinstance(request, Update):
+        if isinstance(request, Remote):
+            self._remote(room, request.update, request.entry_id)
+        elif isinstance(request, Update) and session is not None:
             self._update(room, session, request.update, request.seq)
         elif isinstance(request, Subscribe) and session is not None:
             self._subscribe(room, session, request.state_vector)
@@ -252,12 +269,14 @@ class Hub:
             if frame is None:
                 frame = frames[other.wire] = other.encode_update(room.doc_id, update)
             other.push(frame)
+        self.deliveries += len(room.subscribers) - (sender in room.subscribers)
 
     def _update(
         self, room: Room, session: RelaySession | None, update: bytes, seq: int | None
     ) -> None:
         if seq is None and update == EMPTY_UPDATE:
             return  # y-protocols' "nothing to add" sync step 2: nothing to store or send
+        self.updates_received += 1
         size = room.snapshot_bytes + room.log_bytes + len(update)
         if size > self.limits.max_doc_bytes:
             if session is not None:
@@ -306,6 +325,7 @@ class Hub:
         for client, subject in claims:
             room.claims[client] = subject
         last = len(store) - 1
+        now = self.clock()
         for index, data in enumerate(store):
             self._writes.append(
                 Write(
@@ -315,6 +335,7 @@ class Hub:
                     seq if index == last else None,
                     room,
                     claims if index == 0 else [],
+                    now,
                 )
             )
         room.writes_in_flight += len(store)
@@ -347,26 +368,33 @@ class Hub:
         for session in list(self.sessions):
             session.tick()
 
-    def remote_update(self, doc_id: DocId, update: bytes) -> None:
-        """An update another relay process stored (shared storage): apply and fan out
-        to every subscriber here; it is not stored again."""
+    def remote_update(self, doc_id: DocId, update: bytes, entry_id: int = 0) -> None:
+        """An update another relay process stored under log id ``entry_id`` (shared
+        storage; 0: not a log entry, e.g. a snapshot): apply and fan out to every
+        subscriber here; it is not stored again. Its size counts towards the room's
+        compaction as if it had been stored here."""
         room = self.rooms.get(doc_id)
         if room is None:
             return  # not loaded here: storage already has it
         if room.state is RoomState.LOADING:
-            room.waiting.append((None, Update(doc_id, update)))
+            room.waiting.append((None, Remote(update, entry_id)))
             return
-        self._remote(room, update)
+        self._remote(room, update, entry_id)
 
-    def _remote(self, room: Room, update: bytes) -> None:
+    def _remote(self, room: Room, update: bytes, entry_id: int) -> None:
         try:
             applied = room.live.apply(update)
         except InvalidUpdateError as exc:
             logger.warning("%r: invalid update from another relay process: %s", room, exc)
             return
+        self.remote_updates += 1
         if applied.integrated is not None:
             for data in (applied.integrated, *applied.released.integrated):
                 self._fanout(room, None, data)
+        if entry_id:
+            room.log.append((entry_id, len(update)))
+            room.log_bytes += len(update)
+            self._check_compaction(room)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -402,6 +430,7 @@ class Hub:
         room = self.rooms.pop(doc_id, None)
         if room is None:
             return
+        self.on_unload(doc_id)
         logger.error("could not load room %r: %s", doc_id, error)
         # Fatal for the connections that wait: they reconnect after a backoff and
         # try again (the failure may be transient), resending what is unacknowledged.
@@ -424,6 +453,7 @@ class Hub:
         """``writes`` are durably stored under ``ids``: send the ACKs they release."""
         acks: dict[tuple[RelaySession, DocId], int] = {}
         touched: dict[DocId, Room] = {}
+        self.updates_stored += len(writes)
         for write, entry_id in zip(writes, ids, strict=True):
             room = write.room
             if room is not None and self.rooms.get(write.doc_id) is room:
@@ -463,10 +493,43 @@ class Hub:
                 continue  # already dropped (and maybe reloaded from storage since)
             del self.rooms[room.doc_id]
             doc_id = room.doc_id
+            self.on_unload(doc_id)
             sessions = [*room.subscribers, *(s for s, _ in room.waiting if s is not None)]
             for session in sessions:
                 session.fail(CLOSE_INTERNAL, ErrorCode.STORAGE_FAILED, "storage failed; retry")
             logger.warning("room %r dropped after a storage failure; it reloads on demand", doc_id)
+
+    def storage_unavailable(self, writes: Sequence[Write], error: BaseException) -> None:
+        """Storage cannot be reached; the host keeps ``writes`` and retries them (no
+        ACK until stored). Tells each sender once per document (ERROR
+        storage_unavailable, not fatal: nothing to resend)."""
+        told: set[tuple[RelaySession, DocId]] = set()
+        for write in writes:
+            sender = write.sender
+            if sender is not None and write.seq is not None and (sender, write.doc_id) not in told:
+                told.add((sender, write.doc_id))
+                sender.notice(
+                    ErrorCode.STORAGE_UNAVAILABLE,
+                    f"storage unreachable ({error}); kept, acknowledged once stored",
+                    write.doc_id,
+                )
+
+    def load_delayed(self, doc_id: DocId, error: BaseException) -> bool:
+        """Storage cannot be reached to load ``doc_id``; the host retries. Tells who
+        waits for the room (once). False if the room is no longer waiting to load
+        (the host stops retrying)."""
+        room = self.rooms.get(doc_id)
+        if room is None or room.state is not RoomState.LOADING:
+            return False
+        if not room.load_delayed:
+            room.load_delayed = True
+            for session in dict.fromkeys(s for s, _ in room.waiting if s is not None):
+                session.notice(
+                    ErrorCode.STORAGE_UNAVAILABLE,
+                    f"storage unreachable ({error}); the document loads once it is back",
+                    doc_id,
+                )
+        return True
 
     # -- compaction ----------------------------------------------------------------------
 
@@ -524,6 +587,11 @@ class Hub:
         return room.doc.get_update()
 
     @property
+    def bytes_sent(self) -> int:
+        """Bytes of every frame handed to a connection's writer (metrics)."""
+        return self._bytes_sent_closed + sum(session.bytes_sent for session in self.sessions)
+
+    @property
     def queued_bytes(self) -> int:
         """Bytes queued for every connection and not yet taken by its writer."""
         return sum(session.queued_bytes for session in self.sessions)
@@ -546,6 +614,7 @@ class Hub:
             ):
                 del self.rooms[doc_id]
                 done.append(doc_id)
+                self.on_unload(doc_id)
         if done:
             logger.info("unloaded %d idle room(s)", len(done))
         return done

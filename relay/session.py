@@ -233,6 +233,8 @@ class RelaySession:
         self.close: Close | None = None
         self._out: deque[bytes] = deque()
         self._queued = 0
+        self.bytes_sent = 0
+        """Bytes of every frame taken by :meth:`frames_to_send` (metrics)."""
         self._refused: dict[DocId, int] = {}  # doc -> lowest seq refused (ACKs stop below it)
         now = clock()
         self.opened_at = now
@@ -507,6 +509,11 @@ class RelaySession:
         logger.info("%r: error %s%s: %s", self, code, f" on {doc_id!r}" if doc_id else "", message)
         self._send(ErrorFrame(code, message, doc_id, seq, False))
 
+    def notice(self, code: str, message: str, doc_id: DocId | None = None) -> None:
+        """Tell the client something it may act on but that ends nothing (a non-fatal
+        ERROR without a sequence number: nothing is refused)."""
+        self.error(code, message, doc_id)
+
     def fail(self, close_code: int, code: str, message: str) -> None:
         """Queue the :meth:`farewell` and ask the I/O layer to close the connection
         with ``close_code`` and ``code: message`` as the reason."""
@@ -530,6 +537,7 @@ class RelaySession:
         out = list(self._out)
         self._out.clear()
         self._queued = 0
+        self.bytes_sent += sum(map(len, out))
         return out
 
     @property

@@ -8,12 +8,15 @@ variable ``CRDTSYNC_HYPOTHESIS_PROFILE=thorough``.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from crdtsync import Replica
+
+from .redis_server import RedisServer
 
 for name, examples, steps in (("ci", 60, 40), ("thorough", 1000, 100)):
     settings.register_profile(
@@ -34,3 +37,19 @@ def replicas() -> Iterator[list[Replica]]:
     yield made
     for replica in made:
         replica.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One private redis-server (AOF, appendfsync always) for the whole test session;
+    tests keep apart by key prefix (``redis_url``)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A store of its own on the session's redis-server (a fresh key prefix)."""
+    return f"{redis_server.url}?prefix=t{secrets.token_hex(6)}"

@@ -79,6 +79,7 @@ from crdtsync.store.sqlitefile import (
 from .base import (
     Claim,
     RemoteCallback,
+    SingleProcess,
     StorageContext,
     StoredRoom,
     StoredUpdate,
@@ -138,7 +139,7 @@ _T = TypeVar("_T")
 _crc = zlib.crc32
 
 
-class SQLiteStorage(StorageContext):
+class SQLiteStorage(SingleProcess, StorageContext):
     """A :class:`~relay.storage.RelayStorage` in one SQLite file.
 
     ``path`` is the file (created, with missing parent directories, on
@@ -150,8 +151,6 @@ class SQLiteStorage(StorageContext):
 
     durable = True
     """A commit is in the file (``"full"``: on disk) when :meth:`append` returns."""
-    shared = False
-    """The file is locked to this process: no other relay appends to it."""
 
     def __init__(self, path: str | PathLike[str], synchronous: Synchronous = "full") -> None:
         if synchronous not in ("full", "normal"):
@@ -418,7 +417,7 @@ class SQLiteStorage(StorageContext):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def load(self, doc_id: DocId) -> StoredRoom:
+    async def load(self, doc_id: DocId, *, follow: bool = False) -> StoredRoom:
         """Everything stored for ``doc_id``, every blob checked against its CRC-32
         (:class:`~crdtsync.errors.StoreCorruptError` on a mismatch); an empty room for
         an unknown document."""
@@ -561,8 +560,3 @@ class SQLiteStorage(StorageContext):
         except sqlite3.Error as exc:
             self._rollback(created)
             raise self._write_error(f"compacting {doc_id!r}", exc) from exc
-
-    def on_remote(self, callback: RemoteCallback) -> None:
-        """Keep ``callback``; it is never called: the file is locked to this process, so
-        no other relay process can append to it."""
-        self._callbacks.append(callback)
