@@ -196,6 +196,7 @@ class RedisStorage(StorageContext):
         self._tasks: list[asyncio.Task[None]] = []
         self._reachable = False
         self._problem: str | None = None  # persistence settings refused (volatile not given)
+        self._checked = asyncio.Event()  # set (and replaced) after every health check
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -309,6 +310,7 @@ class RedisStorage(StorageContext):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._checked.set()  # wake wait_ready()
         await client.aclose()
 
     def __del__(self) -> None:
@@ -331,9 +333,18 @@ class RedisStorage(StorageContext):
             and self._feed.connected
         )
 
+    async def wait_ready(self, ready: bool = True) -> None:
+        """Return once :attr:`ready` is ``ready`` (checked after every health check)."""
+        while self.ready != ready:
+            if self._state != "open":
+                raise StoreError(f"relay storage {self.url} is not open")
+            await self._checked.wait()
+
     async def _health_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            checked, self._checked = self._checked, asyncio.Event()
+            checked.set()
             await asyncio.sleep(self.interval)
             client = self._client
             if client is None:
@@ -441,7 +452,9 @@ class RedisStorage(StorageContext):
         async with self._call(f"reading {len(wanted)} document(s)") as client:
             pipe = client.pipeline(transaction=False)
             for doc_id, after in wanted:
-                self._scripts["read"](keys=self.keys.of(doc_id), args=[after, 0, 0], client=pipe)
+                await self._scripts["read"](
+                    keys=self.keys.of(doc_id), args=[after, 0, 0], client=pipe
+                )
             replies = await pipe.execute()
         pairs = zip(wanted, replies, strict=True)
         return [self._tail(doc_id, reply) for (doc_id, _), reply in pairs]
