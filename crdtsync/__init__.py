@@ -59,7 +59,7 @@ from .store import MemoryStore, OutboxEntry, SQLiteStore, Store
 __version__ = "0.1.0"
 
 
-def _connector(replica: Replica, url: str, **options: Any) -> SyncLink:
+def _connector(replica: Replica, url: str | list[str], **options: Any) -> SyncLink:
     """The sync link :meth:`Replica.connect` makes: imported on first use."""
     from .sync.client import Connector  # noqa: PLC0415 - websockets only once an app connects
 

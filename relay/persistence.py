@@ -86,6 +86,7 @@ class Persistence:
         self._writes_idle.set()
         self._writer: asyncio.Task[None] | None = None
         self._draining = False
+        self._kept: list[Write] = []  # writes that found storage out of reach
 
     def start(self) -> None:
         """Start the storage writer."""
@@ -148,22 +149,26 @@ class Persistence:
         self._writes_idle.clear()
         self._write_wake.set()
 
+    @property
+    def writes_waiting(self) -> int:
+        """Updates received and not stored yet (metrics)."""
+        return self.hub.writes_waiting + len(self._kept)
+
     async def _write_loop(self) -> None:
         """Group commit: everything received while one commit runs goes into the next.
         Writes that found storage out of reach stay first in line for the next try."""
-        kept: list[Write] = []
         delay = self.retry_delay
         while True:
             await self._write_wake.wait()
-            if self.commit_delay and not self._draining and not kept:
+            if self.commit_delay and not self._draining and not self._kept:
                 # Let more updates join this commit: one fsync for all of them.
                 await asyncio.sleep(self.commit_delay)
             self._write_wake.clear()
-            writes = kept + self.hub.take_writes()
-            kept = []
+            writes = self._kept + self.hub.take_writes()
+            self._kept = []
             if writes:
-                kept = await self._commit(writes)
-            if kept:
+                self._kept = await self._commit(writes)
+            if self._kept:
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)
                 self._write_wake.set()

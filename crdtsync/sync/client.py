@@ -14,7 +14,8 @@ import inspect
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -43,6 +44,9 @@ from .session import ClientSession
 __all__ = ["Connector", "backoff", "is_retryable"]
 
 logger = logging.getLogger("crdtsync.sync.client")
+
+CLOSE_SERVICE_RESTART: Final = 1012
+"""Websocket close code of a relay that restarts (RFC 6455 registry): go elsewhere."""
 
 # Relay errors that reconnecting cannot fix.
 _FATAL_CODES = frozenset({ErrorCode.UNSUPPORTED_VERSION})
@@ -92,9 +96,12 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 class Connector:
-    """Keeps one replica connected to one relay until :meth:`stop`.
+    """Keeps one replica connected to a relay until :meth:`stop`.
 
-    Created by :meth:`crdtsync.Replica.connect`. Syncs every document the
+    Created by :meth:`crdtsync.Replica.connect`. ``url`` is one relay's address
+    or a list of relays sharing a store: after a failure the next attempt goes
+    to the next address (in order, wrapping), after the usual backoff, or at
+    once when the relay closed with 1012 (it restarts). Syncs every document the
     replica has open (and every document opened later): from :meth:`start` to
     :meth:`stop` it observes the replica's events (local changes are sent as
     soon as they are stored) and links its presence to the connection.
@@ -103,7 +110,7 @@ class Connector:
     def __init__(
         self,
         replica: Replica,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: Token = None,
         max_frame: int = DEFAULT_MAX_FRAME,
@@ -112,7 +119,10 @@ class Connector:
         open_timeout: float | None = 10.0,
         delays: Callable[[], Iterator[float]] = backoff,
     ) -> None:
-        self.url = url
+        self._urls = [url] if isinstance(url, str) else list(url)
+        if not self._urls:
+            raise ValueError("no relay URL")
+        self._next_url = 0  # index of the URL the next attempt uses
         self._replica = replica
         self._token = token
         self._session = ClientSession(
@@ -144,6 +154,16 @@ class Connector:
         """The fatal error that stopped the connector, if any."""
 
     # -- public -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The address of the relay in use (or tried next)."""
+        return self._urls[self._next_url]
+
+    @property
+    def urls(self) -> list[str]:
+        """Every relay address, in the order they are tried."""
+        return list(self._urls)
 
     @property
     def status(self) -> SyncStatus:
@@ -313,8 +333,10 @@ class Connector:
 
     async def _reconnect_forever(self) -> None:
         delays = self._delays()
+        skipped = False  # the last wait was skipped (a restarting relay): never twice in a row
         while True:
             self._healthy = False
+            restarting = False
             try:
                 await self._connect_once()
             except (
@@ -337,8 +359,17 @@ class Connector:
                     return
                 self._attempted.set()
                 logger.warning("connection to %s lost: %s", self.url, _describe(exc))
+                restarting = _closed_for_restart(exc)
             if self._healthy:
                 delays = self._delays()  # a connection that got in sync resets the backoff
+            if len(self._urls) > 1:
+                self._next_url = (self._next_url + 1) % len(self._urls)
+                if restarting and not skipped:
+                    # The relay restarts (1012): another relay serves the same store now.
+                    logger.info("relay restarting; connecting to %s at once", self.url)
+                    skipped = True
+                    continue
+            skipped = False
             delay = next(delays)
             logger.info("reconnecting to %s in %.2f s", self.url, delay)
             await asyncio.sleep(delay)
@@ -479,6 +510,15 @@ class Connector:
             function(*args)
         else:
             self._loop.call_soon_threadsafe(function, *args)
+
+
+def _closed_for_restart(exc: BaseException) -> bool:
+    """True if the relay closed the connection with 1012 (service restart)."""
+    return (
+        isinstance(exc, ConnectionClosed)
+        and exc.rcvd is not None
+        and exc.rcvd.code == CLOSE_SERVICE_RESTART
+    )
 
 
 def _describe(exc: BaseException) -> str:

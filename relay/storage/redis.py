@@ -483,6 +483,14 @@ class RedisStorage(StorageContext):
             members = await client.zrange(self.keys.docs, 0, -1)
         return sorted(DocId(_text(member)) for member in members)
 
+    async def last_write(self, doc_id: DocId) -> float | None:
+        """When ``doc_id`` was last appended to (Redis's clock, seconds since the
+        epoch), or None if never (the admin tool's ``info``)."""
+        check_doc_id(doc_id)
+        async with self._call(f"reading {doc_id!r}") as client:
+            stamp = await client.hget(self.keys.of(doc_id)[1], "at")
+        return None if stamp is None else int(stamp) / 1000
+
     def unfollow(self, doc_id: DocId) -> None:
         """Stop delivering other relays' appends to ``doc_id``."""
         self._feed.unfollow(doc_id)

@@ -131,6 +131,7 @@ _SCHEMA = (
 _TABLES = {"docs", "log"}
 _V2_TABLES = {"claims"}
 _INSERT = "INSERT INTO log (id, num, crc, data) VALUES (?, ?, ?, ?)"
+_OPEN_BUSY_MS = 2000  # how long open waits for a reader's read lock before it refuses
 _NUM_CACHE_LIMIT = 100_000  # document numbers remembered; forgotten all at once beyond
 
 _State = Literal["new", "open", "closed"]
@@ -290,6 +291,9 @@ class SQLiteStorage(SingleProcess, StorageContext):
         """Lock the file, create the schema if it is new, set the pragmas; return the
         last id ever assigned."""
         try:
+            # A reader (the admin tool) may hold a read lock for a moment: wait for it
+            # rather than refuse to start. Once locked, no other process gets in.
+            conn.execute(f"PRAGMA busy_timeout = {_OPEN_BUSY_MS}")
             conn.execute("PRAGMA locking_mode = EXCLUSIVE")
             conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             app, version, tables = identify(conn)
@@ -309,6 +313,7 @@ class SQLiteStorage(SingleProcess, StorageContext):
             (last_log,) = conn.execute("SELECT max(id) FROM log").fetchone()
             (last_upto,) = conn.execute("SELECT max(snapshot_upto) FROM docs").fetchone()
             conn.execute("COMMIT")
+            conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise open_error(self.path, exc) from exc
         return max(last_log or 0, last_upto or 0)
