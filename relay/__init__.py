@@ -9,6 +9,14 @@ Run it with ``crdtsync-relay`` (or ``python -m relay``), or embed it::
         await relay.serve_forever()
 """
 
+try:
+    import jwt  # noqa: F401
+    import prometheus_client  # noqa: F401
+except ImportError as exc:  # pragma: no cover - an install without the relay extra
+    raise ImportError(
+        f"the crdtsync relay needs its extra: pip install 'crdtsync[relay]' ({exc})"
+    ) from exc
+
 from .rooms import Hub
 from .server import DEFAULT_STORE, Relay
 from .session import Limits

@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +35,21 @@ async def eventually(
 class RelayProcess:
     """``python -m relay`` in a subprocess, on 127.0.0.1 and a free (or given) port."""
 
-    def __init__(self, store: str, log: Path, port: int = 0) -> None:
+    def __init__(
+        self,
+        store: str,
+        log: Path,
+        port: int = 0,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.store = store
         self.log = log
         self.port = port
+        self.args = list(args)
+        """More command-line arguments."""
+        self.env = dict(env or {})
+        """More environment variables."""
         self.url = ""
         self.proc: asyncio.subprocess.Process | None = None
 
@@ -56,10 +67,11 @@ class RelayProcess:
                 self.store,
                 "--log-level",
                 "INFO",
+                *self.args,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
             )
         assert self.proc.stdout is not None
         line = (await asyncio.wait_for(self.proc.stdout.readline(), 30)).decode()
