@@ -52,27 +52,31 @@ class RelayProcess:
         """More environment variables."""
         self.url = ""
         self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[str] = []
+        """Every log line so far (of every start)."""
+        self._line = asyncio.Event()
+        self._copier: asyncio.Task[None] | None = None
 
     async def start(self) -> str:
-        with self.log.open("ab") as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "relay",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--store",
-                self.store,
-                "--log-level",
-                "INFO",
-                *self.args,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=log,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-            )
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "relay",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--store",
+            self.store,
+            "--log-level",
+            "INFO",
+            *self.args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
+        )
+        self._copier = asyncio.get_running_loop().create_task(self._copy_log())
         assert self.proc.stdout is not None
         line = (await asyncio.wait_for(self.proc.stdout.readline(), 30)).decode()
         if "listening on" not in line:
@@ -81,18 +85,49 @@ class RelayProcess:
         self.port = int(self.url.rsplit(":", 1)[1])
         return self.url
 
+    async def _copy_log(self) -> None:
+        """Copy the relay's stderr to its log file, line by line, waking :meth:`logged`."""
+        assert self.proc is not None and self.proc.stderr is not None
+        with self.log.open("ab") as log:
+            async for raw in self.proc.stderr:
+                log.write(raw)
+                log.flush()
+                self.lines.append(raw.decode(errors="replace"))
+                line, self._line = self._line, asyncio.Event()
+                line.set()
+
+    async def logged(self, text: str, after: int = 0, timeout: float = 60) -> int:
+        """Wait until a log line from number ``after`` on contains ``text``; return
+        the number of the line after it (to wait for what comes next)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for index in range(after, len(self.lines)):
+                    if text in self.lines[index]:
+                        return index + 1
+                after = len(self.lines)
+                await self._line.wait()
+
+    async def _stopped(self) -> None:
+        assert self.proc is not None
+        await self.proc.wait()
+        if self._copier is not None:
+            await self._copier
+
     async def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGKILL)
+        await self._stopped()
 
     async def terminate(self) -> int:
         """SIGTERM: graceful shutdown; returns the exit code."""
         assert self.proc is not None
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), 30)
+        await asyncio.wait_for(self._stopped(), 30)
+        assert self.proc.returncode is not None
+        return self.proc.returncode
 
     async def ensure_stopped(self) -> None:
         if self.proc is not None and self.proc.returncode is None:

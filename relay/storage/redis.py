@@ -94,6 +94,9 @@ _UNAVAILABLE = (
 )
 
 _State = Literal["new", "open", "closed"]
+_MAX_CALLS = 32
+"""Calls in flight at once (each holds a pooled connection): a thousand rooms
+loading at once queue here instead of opening a thousand connections."""
 
 
 def redact(url: str) -> str:
@@ -180,6 +183,7 @@ class RedisStorage(StorageContext):
         self._state: _State = "new"
         self._life = asyncio.Lock()
         self._writing = asyncio.Lock()  # appends and compactions, one at a time, in order
+        self._slots = asyncio.Semaphore(_MAX_CALLS)  # calls (connections) at once
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -394,7 +398,8 @@ class RedisStorage(StorageContext):
         self._busy += 1
         self._idle.clear()
         try:
-            yield client
+            async with self._slots:
+                yield client
         except RedisError as exc:
             raise self._error(action, exc, write=write) from exc
         finally:

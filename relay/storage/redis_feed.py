@@ -101,6 +101,8 @@ class Feed:
         self.connected = False
         """True while the subscriber connection is up (subscriptions sent)."""
         self._up = asyncio.Event()
+        self.messages = 0
+        """Feed messages received (each is one append to a followed document)."""
         self.delivered = 0
         """Updates delivered to the callbacks (other relays' appends)."""
         self.catch_ups = 0
@@ -348,6 +350,7 @@ class Feed:
                 continue
             kind = reply[0]
             if kind == b"smessage":
+                self.messages += 1
                 self._message(reply[1], reply[2])
             elif kind == b"ssubscribe":
                 self._confirmed(reply[1])
