@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, settings
 
 from crdtsync import Replica
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, shared_server
 
 for name, examples, steps in (("ci", 60, 40), ("thorough", 1000, 100)):
     settings.register_profile(
@@ -40,13 +40,10 @@ def replicas() -> Iterator[list[Replica]]:
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def redis_server() -> RedisServer:
     """One private redis-server (AOF, appendfsync always) for the whole test session;
     tests keep apart by key prefix (``redis_url``)."""
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
+    return shared_server()
 
 
 @pytest.fixture

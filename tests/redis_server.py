@@ -9,11 +9,13 @@ they fail.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -132,3 +134,21 @@ def _copy(stream: IO[bytes], log: Path, first: list[bytes]) -> None:
         out.writelines(first)
         for line in stream:
             out.write(line)
+
+
+_SHARED: list[RedisServer] = []
+
+
+def shared_server() -> RedisServer:
+    """One private redis-server for the whole test process (started on first use,
+    killed at exit); tests keep apart by key prefix. Skips (fails in CI) without
+    the binary."""
+    if not _SHARED:
+        need_redis()
+        directory = Path(tempfile.mkdtemp(prefix="crdtsync-redis-"))
+        server = RedisServer(directory)
+        server.start()
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
+        atexit.register(server.kill)  # runs first
+        _SHARED.append(server)
+    return _SHARED[0]

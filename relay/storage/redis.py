@@ -488,6 +488,12 @@ class RedisStorage(StorageContext):
             members = await client.zrange(self.keys.docs, 0, -1)
         return sorted(DocId(_text(member)) for member in members)
 
+    async def delivered(self, doc_id: DocId, entry_id: int) -> None:
+        """Return once every append to ``doc_id`` up to log id ``entry_id`` has been
+        delivered to the :meth:`on_remote` callbacks (or was this storage's own),
+        or at once if ``doc_id`` is not followed (read-your-writes across relays)."""
+        await self._feed.reached(doc_id, entry_id)
+
     async def last_write(self, doc_id: DocId) -> float | None:
         """When ``doc_id`` was last appended to (Redis's clock, seconds since the
         epoch), or None if never (the admin tool's ``info``)."""

@@ -117,6 +117,7 @@ class Feed:
         self._lagging: dict[DocId, None] = {}  # documents waiting for a catch-up
         self._lag = asyncio.Event()
         self._silent_since = 0.0
+        self._advanced = asyncio.Event()  # set (and replaced) whenever a cursor moves
 
     # -- following ---------------------------------------------------------------------------
 
@@ -149,6 +150,7 @@ class Feed:
         if followed is None or followed.cursor is not None:
             return
         followed.cursor = cursor
+        self._moved()
         if followed.missed:  # the connection was lost while loading
             self._catch_up(doc_id, followed)
         else:
@@ -161,6 +163,7 @@ class Feed:
             return
         del self._by_channel[followed.channel]
         self._lagging.pop(doc_id, None)
+        self._moved()
         if self.connected:
             self._outbox.put_nowait(("SUNSUBSCRIBE", [followed.channel]))
 
@@ -174,6 +177,19 @@ class Feed:
             raise StoreUnavailableError(
                 f"{self._where}: no subscriber connection within {timeout:g} s"
             ) from exc
+
+    async def reached(self, doc_id: DocId, entry_id: int) -> None:
+        """Return once ``doc_id``'s cursor is at ``entry_id`` or beyond (everything up to
+        it delivered), or once it is not followed."""
+        while True:
+            followed = self._docs.get(doc_id)
+            if followed is None or (followed.cursor is not None and followed.cursor >= entry_id):
+                return
+            await self._advanced.wait()
+
+    def _moved(self) -> None:
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
 
     @property
     def following(self) -> int:
@@ -211,6 +227,7 @@ class Feed:
         followed.cursor = entry_id
         if origin != self._origin:
             self._deliver(doc_id, update, entry_id)
+        self._moved()
 
     def _deliver(self, doc_id: DocId, update: bytes, entry_id: int) -> None:
         self.delivered += 1
@@ -247,6 +264,7 @@ class Feed:
                 self._deliver(doc_id, update, entry_id)
         followed.cursor = max(cursor, tail.last, tail.upto)
         followed.catching_up = False
+        self._moved()
         self._release(doc_id, followed)
 
     async def _catch_up_loop(self) -> None:
