@@ -37,8 +37,9 @@ and the relay's SQLite storage), as Hypothesis' own database-agreement tests
 run one machine per backend, and with two relay processes sharing one Redis
 store (a real private redis-server, the real feed), either of which may crash:
 replicas move between the relays as they reconnect, and each relay's commits
-reach the other's hub (``feed`` events) in the order the scenario draws. A failing example prints what happened, in
-words. Profiles: ``tests/conftest.py`` and the README.
+reach the other's hub (``feed`` events) in the order the scenario draws. A
+failing example prints what happened, in words. Profiles: ``tests/conftest.py``
+and the README.
 """
 
 from __future__ import annotations
