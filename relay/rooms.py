@@ -40,7 +40,6 @@ from crdtsync.errors import InvalidUpdateError
 from crdtsync.ids import DocId
 from crdtsync.statevector import doc_state
 from crdtsync.sync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsubscribe, Update
-from crdtsync.update import UpdateSummary
 
 from .presence import decode_awareness
 from .room import LiveSnapshot, Remote, Room, RoomRequest, RoomState, Write
@@ -297,7 +296,7 @@ class Hub:
         claims: list[tuple[int, str]] = []
         if self.authorship and session is not None and session.access is not None:
             try:
-                claims = self._claims(room, session.access.subject, summary)
+                claims = room.claims_for(session.access.subject, summary)
             except PermissionError as exc:
                 logger.warning("%r: update for %r refused: %s", session, room.doc_id, exc)
                 session.reject(room.doc_id, seq, ErrorCode.AUTHORSHIP, str(exc))
@@ -341,27 +340,6 @@ class Hub:
         room.writes_in_flight += len(store)
         self.on_write()
 
-    @staticmethod
-    def _claims(room: Room, subject: str, summary: UpdateSummary) -> list[tuple[int, str]]:
-        """The client ids under which the update summarized adds content the room
-        lacks, claimed for ``subject``. Raises ``PermissionError`` if one is owned by
-        another subject (client-id poisoning: advancing someone else's clock would
-        make the room ignore that client's real updates)."""
-        claims: list[tuple[int, str]] = []
-        have = room.live.state_vector()
-        for client, spans in summary.ranges.items():
-            if not spans or spans[-1][1] <= have.get(client, 0):
-                continue  # nothing new under this client id
-            owner = room.claims.get(client)
-            if owner is None:
-                claims.append((client, subject))
-            elif owner != subject:
-                raise PermissionError(
-                    f"client id {client} belongs to another subject; "
-                    "a replica writes only under its own client ids"
-                )
-        return claims
-
     def tick(self) -> None:
         """Time passes (the host calls this about every second): authentication
         deadlines and token expiry of every connection."""
@@ -392,8 +370,7 @@ class Hub:
             for data in (applied.integrated, *applied.released.integrated):
                 self._fanout(room, None, data)
         if entry_id:
-            room.log.append((entry_id, len(update)))
-            room.log_bytes += len(update)
+            room.stored(entry_id, len(update))
             self._check_compaction(room)
 
     # -- loading -------------------------------------------------------------------------
@@ -458,8 +435,7 @@ class Hub:
             room = write.room
             if room is not None and self.rooms.get(write.doc_id) is room:
                 room.writes_in_flight -= 1
-                room.log.append((entry_id, len(write.update)))
-                room.log_bytes += len(write.update)
+                room.stored(entry_id, len(write.update))
                 touched[write.doc_id] = room
             sender = write.sender
             if sender is not None and write.seq is not None:
@@ -562,10 +538,7 @@ class Hub:
         room = self.rooms.get(doc_id)
         if room is None:
             return
-        room.compacting = False
-        room.snapshot_bytes = snapshot_bytes
-        room.log = [(entry_id, size) for entry_id, size in room.log if entry_id > upto]
-        room.log_bytes = sum(size for _, size in room.log)
+        room.compacted(snapshot_bytes, upto)
 
     def compaction_failed(self, doc_id: DocId, error: BaseException) -> None:
         """Compaction did not happen (logged); it is tried again after more writes."""
@@ -574,8 +547,6 @@ class Hub:
         if room is not None:
             room.compacting = False
             room.snapshot_bytes = max(room.snapshot_bytes, room.log_bytes)  # back off
-
-    # -- memory ------------------------------------------------------------------------------
 
     # -- queries for the host ------------------------------------------------------------
 
