@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import ssl
 import sys
@@ -31,7 +30,7 @@ from crdtsync.errors import StoreError
 from crdtsync.sync.protocol import DEFAULT_MAX_DOCS, DEFAULT_MAX_FRAME
 
 from .auth import ENV_SECRET, KeyRing, authenticator, issue_token, load_keyring
-from .config import read_environment
+from .config import parse_args
 from .logs import configure_logging
 from .server import DEFAULT_STORE, Relay
 from .session import Limits
@@ -281,13 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .admin import main as admin  # noqa: PLC0415 - only for the subcommand
 
         return admin(arguments[1:])
-    parser = _parser()
-    try:
-        read_environment(parser, os.environ)
-    except ValueError as exc:
-        print(f"crdtsync-relay: {exc}", file=sys.stderr)
-        return 2
-    args = parser.parse_args(arguments)
+    args = parse_args(_parser(), arguments)
     configure_logging(args.log_level, args.log_format)
     try:
         limits = Limits(

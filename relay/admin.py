@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -39,7 +38,7 @@ import pycrdt
 from crdtsync.errors import StoreError, StoreLockedError
 from crdtsync.ids import DocId, check_doc_id
 
-from .config import read_environment
+from .config import parse_args
 from .logs import configure_logging
 from .persistence import compaction_snapshot
 from .room import live_document
@@ -93,13 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     """``crdtsync-relay admin ...``: returns the exit status."""
-    parser = _parser()
-    try:
-        read_environment(parser, os.environ)
-    except ValueError as exc:
-        print(f"crdtsync-relay admin: {exc}", file=sys.stderr)
-        return 2
-    args = parser.parse_args(argv)
+    args = parse_args(_parser(), argv)
     configure_logging("ERROR", "text")  # what goes wrong is said once, below
     try:
         return asyncio.run(_run(args))

@@ -11,9 +11,10 @@ by commas. A value the flag would refuse is an error naming the variable.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 
-__all__ = ["ENV_PREFIX", "env_name", "read_environment"]
+__all__ = ["ENV_PREFIX", "env_name", "parse_args", "read_environment"]
 
 ENV_PREFIX = "CRDTSYNC_"
 _TRUE = {"1", "true", "yes", "on"}
@@ -64,3 +65,17 @@ def _one(action: argparse.Action, name: str, raw: str) -> object:
         choices = ", ".join(map(str, action.choices))
         raise ValueError(f"{name}={raw!r}: use one of {choices}")
     return value
+
+
+def parse_args(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str],
+    environ: Mapping[str, str] = os.environ,
+) -> argparse.Namespace:
+    """``parser.parse_args(argv)`` over defaults read from ``environ``; a bad variable
+    is a usage error (exit status 2) naming it, as a bad flag is."""
+    try:
+        read_environment(parser, environ)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return parser.parse_args(list(argv))

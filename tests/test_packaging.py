@@ -15,7 +15,11 @@ def test_the_library_depends_on_three_packages_and_the_relay_extra_on_the_rest()
     names = {dep.split(">")[0].split("[")[0].split("=")[0] for dep in project["dependencies"]}
     assert names == {"pycrdt", "websockets", "msgpack"}
     relay = project["optional-dependencies"]["relay"]
-    assert {dep.split(">")[0] for dep in relay} == {"PyJWT[crypto]", "redis", "prometheus-client"}
+    assert {dep.split(">")[0] for dep in relay} == {
+        "PyJWT[crypto]",
+        "redis[hiredis]",
+        "prometheus-client",
+    }
 
 
 def test_a_syncing_replica_loads_none_of_the_relay_dependencies() -> None:
