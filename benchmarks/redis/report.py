@@ -69,8 +69,9 @@ def render_markdown(
         "",
         f"Mode `{params.mode}`: {params.warmup_s:g} s warm-up, {params.duration_s:g} s measured, "
         f"{params.repeat} run(s) per row (medians). Machine: {machine.get('processor', '?')}, "
-        f"{machine.get('cpu_count', '?')} CPUs. Every server process and redis-server are pinned to "
-        "the server's core; the load generator has the other. *CPU per delivery* counts every "
+        f"{machine.get('cpu_count', '?')} CPUs. Every server process and redis-server are "
+        "pinned to the server's core; the load generator has the other. *CPU per delivery* "
+        "counts every "
         "server process and Redis's own CPU over the measured window.",
         "",
     ]
