@@ -23,11 +23,13 @@ from . import PACKAGE_DIR, RESULTS_DIR
 from .harness.render import fmt_float, fmt_int, fmt_ratio, machine_line, markdown_table
 from .harness.stats import ratio
 from .plots import PLOTS, write_plots
+from .redis.cluster import CONFIGS
+from .redis.report import goals as redis_goals
 from .servers import ALL_SERVERS, SERVERS
 
 __all__ = ["main", "page_path", "render_page", "write_page"]
 
-GROUPS = ("relay", "sync", "memory", "local", "store")
+GROUPS = ("relay", "sync", "memory", "redis", "local", "store")
 
 FAMILIES = {
     "cpu": (
@@ -207,9 +209,12 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
 def all_goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Every goal of every group: group, description, measured (text), target, status."""
     goals = []
-    for group in ("relay", "sync", "memory"):
+    for group in ("relay", "sync", "memory", "redis"):
         data = results.get(group)
-        for goal in [] if data is None else data["goals"]:
+        found = [] if data is None else data.get("goals", [])
+        if group == "redis" and data is not None:
+            found = redis_goals(data.get("rows", []))
+        for goal in found:
             value = goal["measured"]
             if value is None:
                 measured = "—"
@@ -286,6 +291,25 @@ def losses(goals: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) or "- Every goal measured in these results is met."
 
 
+def redis_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The redis group's rows in one table."""
+    lines = [
+        "| scenario | configuration | deliveries/s | CPU µs/delivery | of which Redis |",
+        "|:--|:--|--:|--:|--:|",
+    ]
+    for row in rows:
+        if "runs" not in row:
+            continue
+        label = CONFIGS[row["config"]].label if row["config"] in CONFIGS else row["config"]
+        per, redis = row.get("us_per_delivery"), row.get("redis_us_per_delivery")
+        lines.append(
+            f"| ({row['scenario']}) | {label} | {row.get('deliveries_per_s') or 0:,.0f} | "
+            f"{'n/a' if per is None else f'{per:.1f}'} | "
+            f"{'n/a' if redis is None else f'{redis:.1f}'} |"
+        )
+    return "\n".join(lines)
+
+
 # -- the page ------------------------------------------------------------------------------
 
 
@@ -332,6 +356,14 @@ def render_page(
             "have been busy): a smoke test of the suite, not numbers to quote."
         )
     lines += ["", "## Side by side", "", side_by_side(results), ""]
+    if "redis" in results:
+        lines += [
+            "Several relays on Redis (CPU per delivery counts Redis's own; the redis group's "
+            f"[report]({link}/redis.md)):",
+            "",
+            redis_table(results["redis"].get("rows", [])),
+            "",
+        ]
     lines.append(
         "- (a) one room, 2 writers flat out; (b) one room, 20 clients x 20 updates/s; (c) 100 "
         "rooms x 2 clients flat out. *CPU µs/delivery*: server CPU over the updates delivered "

@@ -400,6 +400,8 @@ class Hub:
         for session, request in waiting:
             if session is None or session in self.sessions:
                 self._handle(room, session, request)
+        if not room.subscribers and room.idle_since is None:
+            room.idle_since = self._now  # everyone left while it loaded: unload it in time
         self._check_compaction(room)
 
     def load_failed(self, doc_id: DocId, error: BaseException) -> None:

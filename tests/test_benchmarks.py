@@ -5,20 +5,25 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from benchmarks import peers
+from benchmarks.harness.placement import Placement
 from benchmarks.loadgen.shared import SharedCounters, client_id_for
 from benchmarks.page import write_page
+from benchmarks.redis.cluster import CONFIGS, ServerCluster
 from benchmarks.relay.goals import goal_results
 from benchmarks.relay.report import render_markdown
 from benchmarks.relay.result import RunResult
-from benchmarks.relay.rooms import assign
+from benchmarks.relay.rooms import assign, run_rooms_once
 from benchmarks.relay.scenarios import Params
 from benchmarks.relay.summary import summarize
 from benchmarks.wire import codec, read_var_uint, var_string, var_uint
+
+from .redis_server import need_redis
 
 NODE_PEERS = peers.ensure(install=False)["node"].ok
 PYCRDT_WS_PEER = peers.ensure(install=False)["pycrdt-websocket"].ok
@@ -392,3 +397,39 @@ def test_peers_check_reports_without_installing() -> None:
     result = run("benchmarks.peers", "--check")
     assert result.returncode in (0, 1), result.stderr
     assert "pycrdt-websocket" in result.stdout and "node peers" in result.stdout
+
+
+# -- the redis group: several server processes on one Redis ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "relay-redis-x2",
+        pytest.param(
+            "hocuspocus-redis-x2",
+            marks=pytest.mark.skipif(not NODE_PEERS, reason="node peers not installed: make peers"),
+        ),
+    ],
+)
+def test_a_redis_cluster_run_converges_across_processes(tmp_path: Path, config: str) -> None:
+    """Scenario c, four rooms dealt over two server processes on one private redis-server:
+    every room converges (a fresh client of its own process agrees), and the CPU of the
+    servers and of Redis are measured apart."""
+    need_redis()
+    params = replace(Params.for_mode("quick"), warmup_s=0.2, duration_s=0.5, c_rooms=4)
+    cluster = ServerCluster(CONFIGS[config], tmp_path, None)
+    result = run_rooms_once(
+        params.scenario("c"),
+        config,
+        params,
+        placement=Placement(None, None),
+        work=tmp_path,
+        server=cluster,
+    )
+    assert result.ok, result.failure
+    assert result.converged and "the server's state" in (result.convergence or "")
+    assert len(cluster.urls) == 2 and cluster.urls[0] != cluster.urls[1]
+    split = cluster.cpu_split()
+    assert split is not None and split[0] > 0 and split[1] >= 0
+    assert result.server_exit == 0
