@@ -20,12 +20,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from .attachments import AttachmentInfo, Attachments
 from .errors import (
+    AttachmentCorruptError,
+    AttachmentError,
+    AttachmentTooLargeError,
     AuthError,
     CrdtsyncError,
+    DocumentNotCachedError,
+    DocumentRefusedError,
+    FetchError,
     InvalidUpdateError,
     ProtocolError,
+    RelayEndpointError,
     RelayRefusedError,
+    RelayUnreachableError,
     ReplicaClosedError,
     StoreCorruptError,
     StoreError,
@@ -36,8 +45,10 @@ from .errors import (
 )
 from .events import (
     AwarenessReceived,
+    DocumentFetched,
     DocumentLive,
     DocumentOpened,
+    DocumentRefused,
     DocumentRestricted,
     DocumentSynced,
     EventBus,
@@ -47,10 +58,13 @@ from .events import (
     RelayErrorReceived,
     ReplicaEvent,
     StatusChanged,
+    SyncState,
+    SyncStateChanged,
     SyncStatus,
 )
 from .ids import DocId, ReplicaId
 from .link import SyncLink, Token, register_sync
+from .offline import CachedDocument, FetchBackend, RefreshHandle, register_fetch
 from .outbox import PendingBatch
 from .replica import Durability, Replica
 from .store import MemoryStore, OutboxEntry, SQLiteStore, Store
@@ -65,19 +79,38 @@ def _connector(replica: Replica, url: str, **options: Any) -> SyncLink:
     return Connector(replica, url, **options)
 
 
+def _fetch_backend() -> FetchBackend:
+    """Prefetch, refresh and attachment transfer over HTTP: imported on first use."""
+    from .sync import fetch  # noqa: PLC0415 - httpx only once an app fetches
+
+    return fetch.BACKEND
+
+
 register_sync(_connector)
+register_fetch(_fetch_backend)
 
 __all__ = [
+    "AttachmentCorruptError",
+    "AttachmentError",
+    "AttachmentInfo",
+    "AttachmentTooLargeError",
+    "Attachments",
     "AuthError",
     "AwarenessReceived",
+    "CachedDocument",
     "CrdtsyncError",
     "DocId",
+    "DocumentFetched",
     "DocumentLive",
+    "DocumentNotCachedError",
     "DocumentOpened",
+    "DocumentRefused",
+    "DocumentRefusedError",
     "DocumentRestricted",
     "DocumentSynced",
     "Durability",
     "EventBus",
+    "FetchError",
     "InvalidUpdateError",
     "LocalUpdate",
     "MemoryStore",
@@ -85,9 +118,12 @@ __all__ = [
     "PendingBatch",
     "PendingChanged",
     "ProtocolError",
+    "RefreshHandle",
+    "RelayEndpointError",
     "RelayErrorInfo",
     "RelayErrorReceived",
     "RelayRefusedError",
+    "RelayUnreachableError",
     "Replica",
     "ReplicaClosedError",
     "ReplicaEvent",
@@ -102,6 +138,8 @@ __all__ = [
     "StoreWriteError",
     "SyncError",
     "SyncLink",
+    "SyncState",
+    "SyncStateChanged",
     "SyncStatus",
     "Token",
     "__version__",
