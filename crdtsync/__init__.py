@@ -81,9 +81,9 @@ def _connector(replica: Replica, url: str, **options: Any) -> SyncLink:
 
 def _fetch_backend() -> FetchBackend:
     """Prefetch, refresh and attachment transfer over HTTP: imported on first use."""
-    from .sync import fetch  # noqa: PLC0415 - httpx only once an app fetches
+    from .sync.fetch import BACKEND  # noqa: PLC0415 - httpx only once an app fetches
 
-    return fetch.BACKEND
+    return BACKEND
 
 
 register_sync(_connector)

@@ -14,13 +14,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .attachments import Attachments, Downloader
+from .compaction import rebuild_document
 from .errors import DocumentNotCachedError
-from .events import EventBus, SyncState, SyncStatus
+from .events import DocumentFetched, EventBus, SyncState, SyncStatus
 from .ids import DocId, check_doc_id, new_client_id
 from .link import SyncLink, Token
 from .state import RetryInfo, SyncTracker, as_datetime
@@ -267,6 +268,37 @@ class OfflineReplica:
             if entry.doc_id == key:
                 return as_datetime(entry.fetched_at)
         return None
+
+    def _stored_state_vector(self, doc_id: DocId) -> bytes:
+        """The state vector of a stored document, without keeping it open."""
+        state = self._docs.get(doc_id)
+        if state is not None:
+            return state.doc.get_state()
+        stored = self._store.load_document(doc_id)
+        if stored is None:
+            return b"\x00"
+        live, _ = rebuild_document(stored)
+        return live.doc.get_state()
+
+    def _store_fetched(self, doc_id: DocId, update: bytes) -> None:
+        """Store a verified diff from the relay (prefetch), and record when. A
+        document not open stays closed (it is loaded, updated and let go)."""
+        self._check_open()
+        state = self._docs.get(doc_id)
+        if state is None:
+            state = self._load(doc_id)
+            try:
+                state.apply_remote(update)
+            finally:
+                state.closed = True  # let go: the next open() loads it again
+        else:
+            state.apply_remote(update)
+        now = self._clock()
+        self._store.touch(doc_id, fetched_at=now)
+        self.events.emit(DocumentFetched(doc_id, as_datetime(now) or datetime.now(UTC)))
+
+    def _load(self, doc_id: DocId) -> OpenDocument:  # pragma: no cover - Replica's
+        raise NotImplementedError
 
     # -- the cache ---------------------------------------------------------------------
 

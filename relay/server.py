@@ -37,6 +37,7 @@ from crdtsync.document import DEFAULT_COMPACT_MIN_BYTES
 from crdtsync.sync.protocol import ErrorCode
 
 from .http import NATIVE_PATH, YJS_PREFIX, HttpFront, peer, yjs_doc_id
+from .offline import OfflineEndpoints, OfflineOptions
 from .persistence import Persistence
 from .rooms import Hub
 from .session import CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, Authenticate, Limits, RelaySession
@@ -60,6 +61,7 @@ class Relay:
     ``sqlite:////abs/path.db``, ``memory://``) or a :class:`RelayStorage`.
     ``port=0`` picks a free port (read it back from :attr:`port`).
     ``idle_timeout``: seconds a room without subscribers stays in memory.
+    ``offline``: limits of the offline-app endpoints (``/fetch``, ``/attachments/``).
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class Relay:
         ssl_context: ssl.SSLContext | None = None,
         origins: Sequence[str] | None = None,
         compression: bool = False,
+        offline: OfflineOptions | None = None,
     ) -> None:
         if authenticate is None and not insecure and not _is_loopback(host):
             raise ValueError(
@@ -124,6 +127,10 @@ class Relay:
             authenticate=authenticate,
             connections=lambda: len(self.connections),
         )
+        # Offline apps: POST /fetch and /attachments/ over plain HTTP (relay.offline).
+        self.offline = OfflineEndpoints(
+            self.hub, self.storage, authenticate=authenticate, options=offline
+        )
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._janitor: asyncio.Task[None] | None = None
@@ -148,6 +155,7 @@ class Relay:
     async def start(self) -> None:
         """Open storage and start listening."""
         await self.storage.open()
+        self.offline.open()
         # Updates other relay processes stored (shared storage such as Redis) reach
         # this process's rooms; single-process backends never call it.
         self.storage.on_remote(self.hub.remote_update)
@@ -162,6 +170,7 @@ class Relay:
                 max_size=self.limits.max_frame,
                 compression="deflate" if self.compression else None,
                 process_request=self.http.process_request,
+                create_connection=self.offline.connection_class,
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_timeout,
                 close_timeout=2,
