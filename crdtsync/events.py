@@ -276,10 +276,12 @@ class EventBus:
     registration order; one that raises is logged and the others still run.
     """
 
-    __slots__ = ("_observers",)
+    __slots__ = ("_emitting", "_observers", "_queued")
 
     def __init__(self) -> None:
         self._observers: list[Callable[[ReplicaEvent], None]] = []
+        self._queued: list[ReplicaEvent] = []
+        self._emitting = False
 
     def __bool__(self) -> bool:
         """True if anyone observes (lets hot paths skip building events)."""
@@ -296,7 +298,22 @@ class EventBus:
         return unobserve
 
     def emit(self, event: ReplicaEvent) -> None:
-        """Deliver ``event`` to every observer."""
+        """Deliver ``event`` to every observer. An event emitted by an observer is
+        delivered after the current one has reached every observer, so all
+        observers see events in one order."""
+        if self._emitting:
+            self._queued.append(event)
+            return
+        self._emitting = True
+        try:
+            self._deliver(event)
+            while self._queued:
+                self._deliver(self._queued.pop(0))
+        finally:
+            self._emitting = False
+            self._queued.clear()
+
+    def _deliver(self, event: ReplicaEvent) -> None:
         for callback in list(self._observers):
             try:
                 callback(event)

@@ -145,6 +145,7 @@ class OfflineReplica:
             root, max_bytes=max_attachment_bytes, on_change=self._sync_state_changed, clock=clock
         )
         self._tracker: SyncTracker | None = None
+        self._fetched_here: set[DocId] = set()  # prefetched by this process: kept in sync
         self._relay_url: str | None = None
         self._relay_token: Token = None
 
@@ -199,6 +200,15 @@ class OfflineReplica:
         now and returns a reference (``"sha256:..."``); ``await get(ref)`` reads them
         (downloading from the relay when needed). See :mod:`crdtsync.attachments`."""
         return self._attachments
+
+    def _documents_to_sync(self) -> list[DocId]:
+        """What a new connection syncs: the open documents, every stored one with
+        unacknowledged changes (uploaded without the app opening it), and those
+        this process prefetched (kept subscribed for live updates)."""
+        wanted = dict.fromkeys(self._docs)
+        wanted.update(dict.fromkeys(u.doc_id for u in self._store.usage() if u.pending))
+        wanted.update(dict.fromkeys(sorted(self._fetched_here)))
+        return list(wanted)
 
     def _remember_relay(self, url: str, token: Token) -> None:
         """Where :meth:`prefetch` and attachment downloads go by default."""
@@ -295,6 +305,7 @@ class OfflineReplica:
             state.apply_remote(update)
         now = self._clock()
         self._store.touch(doc_id, fetched_at=now)
+        self._fetched_here.add(doc_id)
         self.events.emit(DocumentFetched(doc_id, as_datetime(now) or datetime.now(UTC)))
 
     def _load(self, doc_id: DocId) -> OpenDocument:  # pragma: no cover - Replica's
