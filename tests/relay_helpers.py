@@ -35,7 +35,8 @@ async def eventually(
 class RelayProcess:
     """``python -m relay`` in a subprocess, on 127.0.0.1 and a free (or given) port."""
 
-    def __init__(self, store: str, log: Path, port: int = 0) -> None:
+    def __init__(self, store: str, log: Path, port: int = 0, args: tuple[str, ...] = ()) -> None:
+        self.args = args
         self.store = store
         self.log = log
         self.port = port
@@ -56,6 +57,7 @@ class RelayProcess:
                 self.store,
                 "--log-level",
                 "INFO",
+                *self.args,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 cwd=ROOT,
