@@ -136,8 +136,6 @@ class OfflineReplica:
         evict_after: timedelta | None,
         max_attachment_bytes: int,
     ) -> None:
-        if evict_after is not None and evict_after <= timedelta(0):
-            raise ValueError(f"evict_after must be positive, not {evict_after}")
         self._clock = clock
         self.evict_after = evict_after
         root = None if path is None else path.with_name(path.name + ".attachments")

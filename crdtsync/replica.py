@@ -126,6 +126,8 @@ class Replica(OfflineReplica, Connectable):
         max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if evict_after is not None and evict_after <= timedelta(0):
+            raise ValueError(f"evict_after must be positive, not {evict_after}")
         if durability not in ("normal", "full", "memory"):
             raise ValueError(f"durability must be 'normal', 'full' or 'memory', not {durability!r}")
         if store is not None:
