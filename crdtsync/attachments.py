@@ -77,9 +77,9 @@ class AttachmentInfo:
         return self.ref[len(REF_PREFIX) :]
 
     @property
-    def doc_id(self) -> str:
-        """The document it was first put for."""
-        return self.doc_ids[0]
+    def doc_id(self) -> str | None:
+        """The document it was first put for (None: known from a document only)."""
+        return self.doc_ids[0] if self.doc_ids else None
 
 
 class Attachments:
@@ -164,20 +164,11 @@ class Attachments:
         info = self._infos.get(digest)
         if self._downloader is None:
             raise KeyError(f"attachment {ref} is not stored here and the replica is offline")
-        if info is None:
-            raise KeyError(f"attachment {ref}: name the document it belongs to with expect()")
+        if info is None:  # known from a document only: the relay checks read access
+            info = AttachmentInfo(ref, -1, "application/octet-stream", (), True, self._clock(), False)
         data = await self._downloader(info)
         self.store_downloaded(info, data)
         return data
-
-    def expect(self, ref: str, doc_id: str, content_type: str = "application/octet-stream") -> None:
-        """Make ``ref`` (read from ``doc_id``, e.g. a record's field) downloadable with
-        :meth:`get`: the relay checks read access to ``doc_id``."""
-        digest = parse_ref(ref)
-        if digest not in self._infos:
-            self._infos[digest] = AttachmentInfo(
-                ref, -1, content_type, (check_doc_id(doc_id),), True, self._clock(), local=False
-            )
 
     # -- what the sync package and the cache use ----------------------------------------
 

@@ -11,6 +11,7 @@ its name. Endpoints (token checks as for documents, see SECURITY.md)::
     POST /attachments/<hex>?doc=<id>&offset=<n>&size=<total>   body: the bytes from offset n
                                                  -> {"received": n, "complete": bool} (write access)
     GET  /attachments/<hex>?doc=<id>             the bytes (read access; uploaded for that document)
+    GET  /attachments/<hex>                      the bytes (read access to one of its documents)
 
 An upload is resumable: ask for the status, then send from ``received``. A
 chunk at another offset gets 409 with the current ``received``. When the last
@@ -169,13 +170,15 @@ class AttachmentRoute:
         digest = request.path[len(ATTACHMENTS_PREFIX) :]
         if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
             return HttpResponse.text(404, "not_found: /attachments/<64 lowercase hex digits>")
+        access = check_token(self.authenticate, request)
+        if isinstance(access, HttpResponse):
+            return access
+        if request.method == "GET" and request.param("doc") is None:
+            return await self._download_any(access, digest)
         try:
             doc_id = check_doc_id(request.param("doc") or "")
         except ValueError as exc:
             return HttpResponse.text(400, f"bad_request: ?doc=<document id>: {exc}")
-        access = check_token(self.authenticate, request)
-        if isinstance(access, HttpResponse):
-            return access
         if request.method == "GET":
             return await self._get(request, access, digest, doc_id)
         if request.method == "POST":
@@ -197,6 +200,19 @@ class AttachmentRoute:
         data = await asyncio.to_thread(self.blobs.read, digest) if complete else None
         if data is None:
             return HttpResponse.text(404, f"not_found: no attachment {digest} for {doc_id!r}")
+        return HttpResponse(200, data, "application/octet-stream")
+
+    async def _download_any(self, access: Access, digest: str) -> HttpResponse:
+        """``GET /attachments/<hex>`` without ``?doc=``: allowed if the token may read
+        one of the documents the attachment was uploaded for."""
+        assert self.blobs is not None
+        if not any(access.can_read(doc_id) for doc_id in self.blobs.documents(digest)):
+            return HttpResponse.text(
+                404, f"not_found: no attachment {digest} in a document your token may read"
+            )
+        data = await asyncio.to_thread(self.blobs.read, digest)
+        if data is None:
+            return HttpResponse.text(404, f"not_found: no attachment {digest}")
         return HttpResponse(200, data, "application/octet-stream")
 
     async def _post(

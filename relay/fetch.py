@@ -180,7 +180,9 @@ class FetchRoute:
             if digest_wanted is not None and diff.digest != digest_wanted:
                 start = 0  # that version is gone: this document starts again
             partial = None
-            room = budget - used - ENTRY_OVERHEAD - len(doc_id.encode())
+            # Room for this entry, and for the cursor that may follow it (two ids).
+            cursor_bytes = 64 + len(doc_id.encode()) + len((previous or "").encode())
+            room = budget - used - ENTRY_OVERHEAD - len(doc_id.encode()) - cursor_bytes
             rest = len(diff.data) - start
             if rest <= room:
                 entries.append([doc_id, len(diff.data), start, diff.data[start:], diff.digest])

@@ -304,10 +304,9 @@ class HttpBackend:
         http_url(url)
 
         async def download(info: AttachmentInfo) -> bytes:
+            params = {} if info.doc_id is None else {"doc": info.doc_id}
             async with RelayHttp(url, token) as relay:
-                response = await relay.request(
-                    "GET", f"/attachments/{info.sha256}", params={"doc": info.doc_id}
-                )
+                response = await relay.request("GET", f"/attachments/{info.sha256}", params=params)
             return response.content
 
         return download
