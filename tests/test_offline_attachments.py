@@ -206,6 +206,8 @@ async def test_over_the_relays_limit_is_refused_clearly(tmp_path: Path) -> None:
             await replica.disconnect()
         async with httpx.AsyncClient(base_url=http_url(relay.url)) as client:
             answer = await client.post(
-                f"/attachments/{'0' * 64}", content=b"", params={"doc": "d", "offset": 0, "size": 5000}
+                f"/attachments/{'0' * 64}",
+                content=b"",
+                params={"doc": "d", "offset": 0, "size": 5000},
             )
             assert answer.status_code == 413 and "attachment_too_large" in answer.text

@@ -96,7 +96,9 @@ async def test_prefetch_pages_a_document_larger_than_a_response(
 ) -> None:
     fetched: list[str] = []
     with Replica(tmp_path / "app.db") as replica:
-        replica.observe(lambda e: fetched.append(e.doc_id) if isinstance(e, DocumentFetched) else None)
+        replica.observe(
+            lambda e: fetched.append(e.doc_id) if isinstance(e, DocumentFetched) else None
+        )
         stored = await replica.prefetch(["t/*"], url=http_url(relay.url))
         assert stored == ["t/a", "t/b", "t/big"] == fetched
         assert text_of(replica, "t/big") == BIG
@@ -162,7 +164,9 @@ async def test_prefetch_gets_only_what_the_token_may_read(tmp_path: Path) -> Non
         docs = {"site-12/a": "a", "site-13/b": "b", "templates/form": "f"}
         await write(relay.url, tmp_path / "w.db", docs, token=admin)
         with Replica(tmp_path / "app.db") as replica:
-            stored = await replica.prefetch(["site-*", "templates/*"], url=relay.url, token=inspector)
+            stored = await replica.prefetch(
+                ["site-*", "templates/*"], url=relay.url, token=inspector
+            )
             assert stored == ["site-12/a", "templates/form"]
             with pytest.raises(AuthError) as info:
                 await replica.prefetch(["*"], url=relay.url, token="not a token")
