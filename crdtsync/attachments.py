@@ -165,7 +165,9 @@ class Attachments:
         if self._downloader is None:
             raise KeyError(f"attachment {ref} is not stored here and the replica is offline")
         if info is None:  # known from a document only: the relay checks read access
-            info = AttachmentInfo(ref, -1, "application/octet-stream", (), True, self._clock(), False)
+            info = AttachmentInfo(
+                ref, -1, "application/octet-stream", (), True, self._clock(), False
+            )
         data = await self._downloader(info)
         self.store_downloaded(info, data)
         return data

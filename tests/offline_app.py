@@ -90,9 +90,9 @@ async def sync(store: str, url: str) -> None:
         done = asyncio.Event()
 
         def on_event(event: object) -> None:
-            if isinstance(event, SyncStateChanged) and not event.state.pending:
-                if event.state.last_synced_at is not None:
-                    done.set()
+            state = event.state if isinstance(event, SyncStateChanged) else None
+            if state is not None and not state.pending and state.last_synced_at is not None:
+                done.set()
 
         replica.observe(on_event)
         await replica.connect(url)

@@ -21,31 +21,21 @@ from crdtsync import (
     AttachmentTooLargeError,
     AuthError,
     Replica,
-    SyncStateChanged,
 )
 from crdtsync.sync.fetch import http_url
 from relay.auth import KeyRing, authenticator, issue_token
 from relay.offline import OfflineOptions
 from relay.server import Relay
 
-from .relay_helpers import ROOT, RelayProcess
+from .relay_helpers import ROOT, RelayProcess, wait_state
 from .test_offline_app import app
 
 APP = ROOT / "tests" / "offline_app.py"
 
 
-async def uploaded(replica: Replica, predicate: Any = None, timeout: float = 30) -> None:
-    """Wait (on SyncStateChanged) until ``predicate(state)`` (default: nothing unsent)."""
-    check = predicate or (lambda s: s.pending_attachments == 0)
-    changed = asyncio.Event()
-    stop = replica.observe(lambda e: changed.set() if isinstance(e, SyncStateChanged) else None)
-    try:
-        async with asyncio.timeout(timeout):
-            while not check(replica.sync_state):
-                changed.clear()
-                await changed.wait()
-    finally:
-        stop()
+async def uploaded(replica: Replica, predicate: Any = None) -> None:
+    """Wait until ``predicate(sync_state)`` (default: no attachment left unsent)."""
+    await wait_state(replica, predicate or (lambda s: s.pending_attachments == 0))
 
 
 @pytest.fixture

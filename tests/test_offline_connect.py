@@ -3,7 +3,6 @@ that log once, sync_state while the relay is away, and retry_now()."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 from collections.abc import Iterator
@@ -18,13 +17,12 @@ from crdtsync import (
     RelayUnreachableError,
     Replica,
     SyncError,
-    SyncState,
-    SyncStateChanged,
     SyncStatus,
 )
-from crdtsync.events import ReplicaEvent
 from crdtsync.sync.client import Connector
 from relay.server import Relay
+
+from .relay_helpers import wait_state
 
 
 def free_port() -> int:
@@ -32,26 +30,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
-
-
-async def wait_state(replica: Replica, predicate: object, timeout: float = 20) -> SyncState:
-    """Wait (on SyncStateChanged, no sleep) until ``predicate(sync_state)``."""
-    assert callable(predicate)
-    changed = asyncio.Event()
-
-    def on_event(event: ReplicaEvent) -> None:
-        if isinstance(event, SyncStateChanged):
-            changed.set()
-
-    stop = replica.observe(on_event)
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate(replica.sync_state):
-                changed.clear()
-                await changed.wait()
-    finally:
-        stop()
-    return replica.sync_state
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:1", "127.0.0.1:1", "https://x", "ws://"])
@@ -92,9 +70,8 @@ async def test_an_endpoint_that_does_not_speak_the_native_protocol() -> None:
 
     async with websockets.serve(not_native, "127.0.0.1", 0) as server:
         port = next(iter(server.sockets)).getsockname()[1]
-        with Replica(":memory:") as replica:
-            with pytest.raises(RelayEndpointError, match="native"):
-                await replica.connect(f"ws://127.0.0.1:{port}")
+        with Replica(":memory:") as replica, pytest.raises(RelayEndpointError, match="native"):
+            await replica.connect(f"ws://127.0.0.1:{port}")
 
 
 async def test_unreachable_relay_is_one_warning_then_one_info_and_retry_now(

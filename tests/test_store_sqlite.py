@@ -107,7 +107,8 @@ def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("INSERT INTO meta VALUES ('replica_id', 'r-old'), ('session', 'closed')")
     conn.execute(
-        "INSERT INTO docs(num, doc_id, client_id, snapshot, snapshot_crc) VALUES (1, 'd', 4242, ?, ?)",
+        "INSERT INTO docs(num, doc_id, client_id, snapshot, snapshot_crc)"
+        " VALUES (1, 'd', 4242, ?, ?)",
         (b"\x00\x00", zlib.crc32(b"\x00\x00")),
     )
     for n, update in enumerate(updates, 1):

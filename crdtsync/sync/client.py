@@ -10,7 +10,6 @@ through :meth:`crdtsync.Replica.connect` (the ``crdtsync`` package registers
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random
 import threading
@@ -37,6 +36,7 @@ from ..events import (
 from ..ids import DocId
 from ..link import Token
 from ..replica import Replica
+from .fetch import token_value
 from .presence import PresenceLink
 from .protocol import DEFAULT_MAX_FRAME, TOKEN_REFUSALS, ErrorCode
 from .retry import RetryState, check_ws_url, endpoint_error, fatal_error
@@ -488,15 +488,7 @@ class Connector:
 
     async def _fresh_token(self) -> str | None:
         """The token for the next HELLO (or AUTH): the string, or the callable's answer."""
-        token = self._token
-        if token is None or isinstance(token, str):
-            return token
-        value = token()
-        if inspect.isawaitable(value):
-            value = await value
-        if not isinstance(value, str) or not value:
-            raise TypeError(f"the token callable returned {type(value).__name__}, not a str")
-        return value
+        return await token_value(self._token)
 
     def _wake_waiters(self) -> None:
         for event in self._synced.values():

@@ -201,7 +201,8 @@ def _assemble(partial: dict[str, _Pages], doc_id: str, *page: Any) -> bytes | No
     return data
 
 
-def _backoff(initial: float = 1.0, maximum: float = 300.0) -> Iterator[float]:
+def doubling(initial: float = 1.0, maximum: float = 300.0) -> Iterator[float]:
+    """Delays for retrying an HTTP transfer: ``initial``, doubling, at most ``maximum``."""
     delay = initial
     while True:
         yield delay
@@ -222,7 +223,7 @@ class Refresher:
         *,
         url: str,
         token: Token,
-        delays: Callable[[], Iterator[float]] = _backoff,
+        delays: Callable[[], Iterator[float]] = doubling,
     ) -> None:
         self.interval = interval
         self.runs = 0

@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ..attachments import AttachmentInfo
 from ..errors import AttachmentError, AuthError, FetchError
 from ..events import SyncStateChanged
 from ..link import Token
-from .fetch import RelayHttp
+from .fetch import RelayHttp, doubling
 
 __all__ = ["DEFAULT_CHUNK_BYTES", "AttachmentUploader"]
 
@@ -30,13 +30,6 @@ logger = logging.getLogger("crdtsync.sync.uploads")
 
 DEFAULT_CHUNK_BYTES = 256 << 10
 """Bytes per upload request (the relay accepts up to 1 MiB by default)."""
-
-
-def _delays() -> Iterator[float]:
-    delay = 0.5
-    while True:
-        yield delay
-        delay = min(60.0, delay * 2)
 
 
 class AttachmentUploader:
@@ -86,7 +79,7 @@ class AttachmentUploader:
             self._wake.set()
 
     async def _run(self) -> None:
-        delays = _delays()
+        delays = doubling(0.5, 60.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -106,7 +99,7 @@ class AttachmentUploader:
                 await asyncio.sleep(next(delays))
                 self._wake.set()
                 continue
-            delays = _delays()
+            delays = doubling(0.5, 60.0)
             self.last_error = None
 
     async def _upload(self, relay: RelayHttp, info: AttachmentInfo) -> None:
