@@ -106,6 +106,7 @@ class Attachments:
         self._infos: dict[str, AttachmentInfo] = {}
         self._blobs: dict[str, bytes] = {}  # in memory only
         self._downloader: Downloader | None = None
+        self._unsent = 0
         if root is not None:
             self._load(root)
 
@@ -196,6 +197,10 @@ class Attachments:
         found = [i for i in self._infos.values() if i.local and not i.uploaded]
         return sorted(found, key=lambda i: i.created_at)
 
+    def unsent_count(self) -> int:
+        """How many attachments wait for the relay (cheap: kept as they change)."""
+        return self._unsent
+
     def stored(self) -> list[AttachmentInfo]:
         """Every attachment stored here."""
         return [i for i in self._infos.values() if i.local]
@@ -272,6 +277,7 @@ class Attachments:
                 continue
             if (root / info.sha256).exists():
                 self._infos[info.sha256] = info
+                self._unsent += not info.uploaded
             else:
                 logger.error("attachment %s: its bytes are missing from %s", info.ref, root)
 
@@ -305,10 +311,17 @@ class Attachments:
                 "created_at": info.created_at,
             }
             _write_file(self.root / f"{info.sha256}.json", json.dumps(record).encode())
+        self._forget(info.sha256)
         self._infos[info.sha256] = info
+        self._unsent += info.local and not info.uploaded
+
+    def _forget(self, digest: str) -> None:
+        old = self._infos.pop(digest, None)
+        if old is not None:
+            self._unsent -= old.local and not old.uploaded
 
     def _delete(self, digest: str) -> None:
-        self._infos.pop(digest, None)
+        self._forget(digest)
         self._blobs.pop(digest, None)
         if self.root is not None:
             for name in (f"{digest}.json", digest):  # the record first: no record, no blob

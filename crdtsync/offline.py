@@ -409,7 +409,8 @@ class OfflineReplica:
         the relay's state: the local copy is emptied and the document writes under
         a new client id, in one transaction (nothing acknowledged is lost: the relay
         has it), then it resyncs from the relay at once if connected, else on the
-        next connect. An open ``Doc`` of it is closed: call ``open()`` again."""
+        next connect of this process (or whenever it is opened online). An open
+        ``Doc`` of it is closed: call ``open()`` again."""
         self._check_open()
         key = check_doc_id(doc_id)
         if self._store.document_info(key) is None:
@@ -417,6 +418,7 @@ class OfflineReplica:
         was_open = self._close_document(key)
         dropped = self._store.document_info(key)
         self._store.reset_document(key, EMPTY_SNAPSHOT, new_client_id())
+        self._fetched_here.add(key)  # reloaded on this connection or the next one
         if self._tracker is not None:
             self._tracker.forget(key)
         logger.warning(

@@ -125,7 +125,7 @@ class SyncTracker:
             status=self._status(),
             pending_documents=len(self._pending),
             pending_updates=self._updates,
-            pending_attachments=len(self._attachments.unsent()),
+            pending_attachments=self._attachments.unsent_count(),
             last_synced_at=as_datetime(self._synced_at),
             last_error=None if retry is None else retry.last_error,
             attempts=0 if retry is None else retry.attempts,

@@ -440,7 +440,9 @@ class Connector:
                     flag.clear()
                 self._replica.events.emit(event)
             elif isinstance(event, StatusChanged):
-                logger.info("sync status: %s", event.status.value)
+                # INFO once connected; each retry's connecting/offline only at DEBUG.
+                connected = event.status in (SyncStatus.SYNCING, SyncStatus.SYNCED)
+                (logger.info if connected else logger.debug)("sync status: %s", event.status.value)
                 if event.status in (SyncStatus.SYNCING, SyncStatus.SYNCED):
                     self._attempted.set()
                     self.retry.connected()
