@@ -94,9 +94,12 @@ class SyncStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class StatusChanged:
-    """The session's overall :class:`SyncStatus` changed."""
+    """The session's overall :class:`SyncStatus` changed. ``state``: the replica's
+    whole :class:`SyncState` at that moment (None when the session reports it
+    before the replica adds it)."""
 
     status: SyncStatus
+    state: SyncState | None = None
 
 
 @dataclass(frozen=True, slots=True)

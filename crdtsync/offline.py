@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .attachments import Attachments, Downloader
 from .compaction import rebuild_document
 from .errors import DocumentNotCachedError
-from .events import DocumentFetched, EventBus, SyncState, SyncStatus
+from .events import DocumentFetched, EventBus, StatusChanged, SyncState, SyncStatus
 from .ids import DocId, check_doc_id, new_client_id
 from .link import SyncLink, Token
 from .state import RetryInfo, SyncTracker, as_datetime
@@ -182,6 +182,12 @@ class OfflineReplica:
         delivered by the :class:`~crdtsync.events.SyncStateChanged` event."""
         self._check_open()
         return self._sync_tracker().state()
+
+    def _status_event(self, status: SyncStatus) -> StatusChanged:
+        """The StatusChanged event the connector emits, carrying the sync state."""
+        tracker = self._sync_tracker()
+        tracker.note_status(status)
+        return StatusChanged(status, tracker.state())
 
     def retry_now(self) -> None:
         """Connect now instead of waiting out the backoff (a "retry" button).

@@ -140,6 +140,12 @@ class SyncTracker:
             self._last = state
             self._events.emit(SyncStateChanged(state))
 
+    def note_status(self, status: SyncStatus) -> None:
+        """The connection's status is now ``status`` (SYNCED: everything acknowledged)."""
+        if status is SyncStatus.SYNCED:
+            self._synced_at = self._clock()
+            self._record(lambda: self._store.set_meta_value(_SYNCED_KEY, repr(self._synced_at)))
+
     def forget(self, doc_id: DocId) -> None:
         """``doc_id`` was removed or reset: nothing of it is pending or refused."""
         self._set_pending(doc_id, 0)
@@ -158,9 +164,8 @@ class SyncTracker:
         if isinstance(event, PendingChanged):
             self._set_pending(event.doc_id, event.pending)
         elif isinstance(event, StatusChanged):
-            if event.status is SyncStatus.SYNCED:
-                self._synced_at = self._clock()
-                self._record(lambda: self._store.set_meta_value(_SYNCED_KEY, repr(self._synced_at)))
+            if event.state is None:  # not noted yet (see note_status)
+                self.note_status(event.status)
         elif isinstance(event, DocumentSynced):
             if event.synced:
                 now = self._clock()

@@ -16,6 +16,7 @@ from crdtsync import (
     RelayEndpointError,
     RelayUnreachableError,
     Replica,
+    StatusChanged,
     SyncError,
     SyncStatus,
 )
@@ -102,12 +103,17 @@ async def test_unreachable_relay_is_one_warning_then_one_info_and_retry_now(
         assert len(loud) == 1, [r.message for r in loud]  # not one line per attempt
         assert loud[0].levelno == logging.WARNING and "unreachable" in loud[0].message
 
+        statuses: list[StatusChanged] = []
+        replica.observe(lambda e: statuses.append(e) if isinstance(e, StatusChanged) else None)
         async with Relay("memory://", port=port):
             replica.retry_now()  # the backoff would wait an hour
             await connector.wait_status(SyncStatus.SYNCED, timeout=20)
             state = replica.sync_state
             assert state.last_error is None and state.attempts == 0
             assert state.pending_updates == 0 and state.last_synced_at is not None
+            synced = statuses[-1]
+            assert synced.status is SyncStatus.SYNCED and synced.state is not None
+            assert synced.state.last_synced_at == state.last_synced_at  # it carries the state
             infos = [r for r in caplog.records if "reachable again" in r.message]
             assert len(infos) == 1 and infos[0].levelno == logging.INFO
             await replica.disconnect()

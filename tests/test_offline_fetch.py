@@ -208,3 +208,13 @@ async def test_refresh_every_survives_the_relay_being_down(tmp_path: Path) -> No
             handle.cancel()
         await asyncio.gather(handle._task, return_exceptions=True)
         assert not handle.running
+
+
+async def test_refresh_stops_when_the_replica_closes(tmp_path: Path, relay: Relay) -> None:
+    replica = Replica(tmp_path / "app.db")
+    handle = replica.refresh_every(timedelta(milliseconds=20), ["t/a"], url=relay.url)
+    assert isinstance(handle, Refresher)
+    await handle.wait(lambda h: h.runs >= 2, timeout=30)
+    replica.close()
+    await asyncio.wait_for(asyncio.gather(handle._task, return_exceptions=True), 30)
+    assert not handle.running and handle.failures == 0

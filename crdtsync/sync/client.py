@@ -216,6 +216,7 @@ class Connector:
         """Stop without waiting (used when the replica is closed while connected)."""
         if self._task is not None:
             self._task.cancel()
+        self._uploads.cancel()
 
     def on_replica_event(self, event: object) -> None:
         """Replica observer: send local changes as soon as they are stored."""
@@ -448,7 +449,11 @@ class Connector:
                     self.retry.connected()
                 self._healthy = self._healthy or event.status is SyncStatus.SYNCED
                 self._status_changed.set()
-                self._replica.events.emit(event)
+                # The event carries the whole sync state (the replica builds it).
+                replica = self._replica
+                replica.events.emit(
+                    event if replica.closed else replica._status_event(event.status)
+                )
             elif isinstance(event, DocumentLive):
                 self._replica.events.emit(event)
             elif isinstance(event, DocumentRestricted):

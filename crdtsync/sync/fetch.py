@@ -29,7 +29,7 @@ import httpx
 import msgpack
 
 from ..attachments import AttachmentInfo
-from ..errors import AttachmentTooLargeError, AuthError, FetchError
+from ..errors import AttachmentTooLargeError, AuthError, FetchError, ReplicaClosedError
 from ..ids import DocId, check_doc_id
 from ..link import Token
 from ..offline import FetchBackend, RefreshHandle
@@ -263,6 +263,9 @@ class Refresher:
         while True:
             try:
                 await prefetch(self._replica, self._patterns, url=self._url, token=self._token)
+            except ReplicaClosedError:
+                logger.info("refresh from %s stopped: the replica is closed", self._url)
+                return
             except (FetchError, AuthError, TypeError) as exc:
                 if self.last_error is None:
                     logger.warning("refresh from %s failed (will retry): %s", self._url, exc)

@@ -64,6 +64,11 @@ class AttachmentUploader:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="crdtsync uploads")
         self._wake.set()
 
+    def cancel(self) -> None:
+        """Stop without waiting (the replica is closing)."""
+        if self._task is not None:
+            self._task.cancel()
+
     async def stop(self) -> None:
         """Stop (an upload in progress resumes on the next connection)."""
         if self._unobserve is not None:
