@@ -235,6 +235,25 @@ class AttachmentRoute:
         if size < 0 or offset < 0 or offset + len(request.body) > size:
             return HttpResponse.text(400, "bad_request: the bytes go beyond size")
         lock = self._locks.setdefault(digest, asyncio.Lock())
+        try:
+            return await self._append(request, lock, digest, doc_id, span=(offset, size))
+        finally:
+            if not lock.locked():  # no other upload of this hash is waiting
+                self._locks.pop(digest, None)
+
+    async def _append(
+        self,
+        request: HttpRequest,
+        lock: asyncio.Lock,
+        digest: str,
+        doc_id: str,
+        *,
+        span: tuple[int, int],
+    ) -> HttpResponse:
+        """Add the request's bytes at ``span`` (offset, total size), one request per hash
+        at a time."""
+        assert self.blobs is not None
+        offset, size = span
         async with lock:
             if doc_id in self.blobs.documents(digest):
                 return HttpResponse.json({"received": size, "complete": True})
@@ -249,7 +268,6 @@ class AttachmentRoute:
                 return HttpResponse.text(
                     422, f"hash_mismatch: the bytes received do not hash to {digest}; resend"
                 )
-        self._locks.pop(digest, None)
         logger.info(
             "%s: attachment %s (%d bytes) stored for %r", request.peer, digest, size, doc_id
         )
