@@ -29,6 +29,8 @@ GROUPS: dict[str, str] = {
     "with extension-redis (CPU per delivery including Redis's)",
     "local": "local edits: bare pycrdt vs crdtsync Replica in each durability mode",
     "store": "reopening a replica store holding 1,000 documents",
+    "offline": "cold start with 1,000 documents; prefetch of 1,000 small and one 20 MB "
+    "document over HTTP",
 }
 """Benchmark groups, in the order they run: package name (in this package) -> summary."""
 PEER_GROUPS = ("relay", "sync", "memory", "redis")

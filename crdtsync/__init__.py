@@ -20,12 +20,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from .attachments import AttachmentInfo, Attachments
 from .errors import (
+    AttachmentCorruptError,
+    AttachmentError,
+    AttachmentTooLargeError,
     AuthError,
     CrdtsyncError,
+    DocumentNotCachedError,
+    DocumentRefusedError,
+    FetchError,
     InvalidUpdateError,
     ProtocolError,
+    RelayEndpointError,
     RelayRefusedError,
+    RelayUnreachableError,
     ReplicaClosedError,
     StoreCorruptError,
     StoreError,
@@ -37,8 +46,10 @@ from .errors import (
 )
 from .events import (
     AwarenessReceived,
+    DocumentFetched,
     DocumentLive,
     DocumentOpened,
+    DocumentRefused,
     DocumentRestricted,
     DocumentSynced,
     EventBus,
@@ -48,10 +59,13 @@ from .events import (
     RelayErrorReceived,
     ReplicaEvent,
     StatusChanged,
+    SyncState,
+    SyncStateChanged,
     SyncStatus,
 )
 from .ids import DocId, ReplicaId
 from .link import SyncLink, Token, register_sync
+from .offline import CachedDocument, FetchBackend, RefreshHandle, register_fetch
 from .outbox import PendingBatch
 from .replica import Durability, Replica
 from .store import MemoryStore, OutboxEntry, SQLiteStore, Store
@@ -66,19 +80,38 @@ def _connector(replica: Replica, url: str | list[str], **options: Any) -> SyncLi
     return Connector(replica, url, **options)
 
 
+def _fetch_backend() -> FetchBackend:
+    """Prefetch, refresh and attachment transfer over HTTP: imported on first use."""
+    from .sync.fetch import BACKEND  # noqa: PLC0415 - HTTP client only once an app fetches
+
+    return BACKEND
+
+
 register_sync(_connector)
+register_fetch(_fetch_backend)
 
 __all__ = [
+    "AttachmentCorruptError",
+    "AttachmentError",
+    "AttachmentInfo",
+    "AttachmentTooLargeError",
+    "Attachments",
     "AuthError",
     "AwarenessReceived",
+    "CachedDocument",
     "CrdtsyncError",
     "DocId",
+    "DocumentFetched",
     "DocumentLive",
+    "DocumentNotCachedError",
     "DocumentOpened",
+    "DocumentRefused",
+    "DocumentRefusedError",
     "DocumentRestricted",
     "DocumentSynced",
     "Durability",
     "EventBus",
+    "FetchError",
     "InvalidUpdateError",
     "LocalUpdate",
     "MemoryStore",
@@ -86,9 +119,12 @@ __all__ = [
     "PendingBatch",
     "PendingChanged",
     "ProtocolError",
+    "RefreshHandle",
+    "RelayEndpointError",
     "RelayErrorInfo",
     "RelayErrorReceived",
     "RelayRefusedError",
+    "RelayUnreachableError",
     "Replica",
     "ReplicaClosedError",
     "ReplicaEvent",
@@ -104,6 +140,8 @@ __all__ = [
     "StoreWriteError",
     "SyncError",
     "SyncLink",
+    "SyncState",
+    "SyncStateChanged",
     "SyncStatus",
     "Token",
     "__version__",

@@ -12,7 +12,15 @@ Every error the library raises on purpose derives from :class:`CrdtsyncError`::
     ├── ReplicaClosedError         the replica was used after close()
     ├── InvalidUpdateError         an update could not be decoded or applied (also ValueError)
     ├── ProtocolError              a frame could not be decoded or breaks the protocol
+    ├── RelayUnreachableError      the relay could not be reached (retried in the background)
+    ├── DocumentNotCachedError     open(..., offline_only=True) of a document not stored here
+    ├── AttachmentError            an attachment cannot be stored, sent or fetched
+    │   ├── AttachmentTooLargeError      over the size limit (local or the relay's)
+    │   └── AttachmentCorruptError       its bytes do not match its SHA-256 reference
+    ├── FetchError                 prefetch/refresh/download over HTTP failed (also an HTTP status)
     └── SyncError                  syncing with a relay failed for good (not retried)
+        ├── RelayEndpointError     the URL does not lead to a relay's native endpoint (404, /yjs/)
+        ├── DocumentRefusedError   the relay refuses a document's changes for good
         └── RelayRefusedError      the relay refused the connection (version, ...)
             └── AuthError          it refused the token (missing, invalid, expired, denied)
 
@@ -29,11 +37,19 @@ with ``except* StoreWriteError``.
 from __future__ import annotations
 
 __all__ = [
+    "AttachmentCorruptError",
+    "AttachmentError",
+    "AttachmentTooLargeError",
     "AuthError",
     "CrdtsyncError",
+    "DocumentNotCachedError",
+    "DocumentRefusedError",
+    "FetchError",
     "InvalidUpdateError",
     "ProtocolError",
+    "RelayEndpointError",
     "RelayRefusedError",
+    "RelayUnreachableError",
     "ReplicaClosedError",
     "StoreCorruptError",
     "StoreError",
@@ -123,3 +139,59 @@ class AuthError(RelayRefusedError):
     expired, or without permission for what was asked. ``code`` is the relay's
     error code (``token_required``, ``token_invalid``, ``token_expired``, ...).
     Fatal: the connector stops instead of retrying with the same token."""
+
+
+# -- offline apps (issue 15) -------------------------------------------------------
+
+
+class RelayUnreachableError(CrdtsyncError):
+    """The relay could not be reached or the connection was lost; the replica keeps
+    retrying in the background (``sync_state.last_error`` holds the latest)."""
+
+
+class DocumentNotCachedError(CrdtsyncError, KeyError):
+    """``open(doc_id, offline_only=True)`` of a document this replica does not
+    store (never fetched, or evicted): it is not available offline."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class AttachmentError(CrdtsyncError):
+    """An attachment could not be stored, uploaded or fetched."""
+
+
+class AttachmentTooLargeError(AttachmentError, ValueError):
+    """An attachment is larger than the limit (the replica's, or the relay's)."""
+
+
+class AttachmentCorruptError(AttachmentError):
+    """An attachment's bytes do not hash to its reference (SHA-256); they were
+    not stored."""
+
+
+class FetchError(CrdtsyncError):
+    """A prefetch, refresh or attachment transfer over HTTP failed. ``status`` is
+    the HTTP status when the relay answered (None: it could not be reached)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RelayEndpointError(SyncError):
+    """The URL does not lead to a relay's native endpoint: an HTTP 404, or a path
+    (such as ``/yjs/<doc>``) that does not speak crdtsync's protocol. The message
+    names the fix; ``connect()`` raises it once instead of retrying."""
+
+
+class DocumentRefusedError(SyncError):
+    """The relay refuses a document's changes for good (``code``: ``read_only``,
+    ``permission_denied``, ``too_large``...): they stay stored and pending until a
+    token allows them, or :meth:`crdtsync.Replica.reset` drops them."""
+
+    def __init__(self, doc_id: str, code: str, message: str) -> None:
+        super().__init__(f"the relay refuses changes to {doc_id!r} ({code}): {message}")
+        self.doc_id = doc_id
+        self.code = code
+        self.message = message

@@ -32,6 +32,7 @@ from crdtsync.sync.protocol import DEFAULT_MAX_DOCS, DEFAULT_MAX_FRAME
 from .auth import ENV_SECRET, KeyRing, authenticator, issue_token, load_keyring
 from .config import parse_args
 from .logs import configure_logging
+from .offline import OfflineOptions
 from .server import DEFAULT_STORE, Relay
 from .session import Limits
 from .storage import open_storage
@@ -148,6 +149,26 @@ def _parser() -> argparse.ArgumentParser:
         "--compression",
         action="store_true",
         help="offer permessage-deflate (the frame limit applies after decompression)",
+    )
+    offline = parser.add_argument_group("offline apps: /fetch and /attachments/ (see README.md)")
+    offline.add_argument(
+        "--max-fetch-bytes",
+        type=int,
+        default=OfflineOptions().max_fetch_bytes,
+        help="largest /fetch response; larger documents come in pages (default: %(default)s)",
+    )
+    offline.add_argument(
+        "--max-attachment-bytes",
+        type=int,
+        default=OfflineOptions().max_attachment_bytes,
+        help="largest attachment kept (default: %(default)s)",
+    )
+    offline.add_argument(
+        "--attachments",
+        default=None,
+        metavar="DIR",
+        help="directory of attachment files (default: beside the SQLite store, "
+        "e.g. relay.db.attachments/)",
     )
     auth = parser.add_argument_group("access (see SECURITY.md)")
     auth.add_argument(
@@ -318,6 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             ssl_context=context,
             origins=args.origin,
             drain_timeout=args.drain_timeout,
+            offline=OfflineOptions(
+                max_fetch_bytes=args.max_fetch_bytes,
+                max_attachment_bytes=args.max_attachment_bytes,
+                attachments=args.attachments,
+            ),
         )
         asyncio.run(_serve(relay))
     except ValueError as exc:

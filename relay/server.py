@@ -39,6 +39,7 @@ from crdtsync.sync.protocol import ErrorCode
 
 from .http import NATIVE_PATH, YJS_PREFIX, HttpFront, peer, yjs_doc_id
 from .metrics import RelayMetrics
+from .offline import OfflineEndpoints, OfflineOptions
 from .persistence import Persistence
 from .readiness import Readiness
 from .rooms import Hub
@@ -72,6 +73,7 @@ class Relay:
     was received to be stored before closing connections anyway.
     ``port=0`` picks a free port (read it back from :attr:`port`).
     ``idle_timeout``: seconds a room without subscribers stays in memory.
+    ``offline``: limits of the offline-app endpoints (``/fetch``, ``/attachments/``).
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class Relay:
         origins: Sequence[str] | None = None,
         compression: bool = False,
         drain_timeout: float = 10.0,
+        offline: OfflineOptions | None = None,
     ) -> None:
         if authenticate is None and not insecure and not _is_loopback(host):
             raise ValueError(
@@ -143,6 +146,10 @@ class Relay:
             readiness=self.readiness.reason,
             metrics=self.metrics.render,
         )
+        # Offline apps: POST /fetch and /attachments/ over plain HTTP (relay.offline).
+        self.offline = OfflineEndpoints(
+            self.hub, self.storage, authenticate=authenticate, options=offline
+        )
         self._server: Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._janitor: asyncio.Task[None] | None = None
@@ -167,6 +174,7 @@ class Relay:
     async def start(self) -> None:
         """Open storage and start listening."""
         await self.storage.open()
+        self.offline.open()
         # Updates other relay processes stored (shared storage such as Redis) reach
         # this process's rooms; single-process backends never call it.
         self.storage.on_remote(self.hub.remote_update)
@@ -183,6 +191,7 @@ class Relay:
                 max_size=self.limits.max_frame,
                 compression="deflate" if self.compression else None,
                 process_request=self.http.process_request,
+                create_connection=self.offline.connection_class,
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_timeout,
                 close_timeout=2,

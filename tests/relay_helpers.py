@@ -32,6 +32,23 @@ async def eventually(
         doc.unobserve(subscription)
 
 
+async def wait_state(replica: Any, predicate: Callable[[Any], bool], timeout: float = 30) -> Any:
+    """Wait (on SyncStateChanged events, not a sleep) until ``predicate(sync_state)``;
+    return the state."""
+    from crdtsync import SyncStateChanged  # noqa: PLC0415
+
+    changed = asyncio.Event()
+    stop = replica.observe(lambda e: changed.set() if isinstance(e, SyncStateChanged) else None)
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate(replica.sync_state):
+                changed.clear()
+                await changed.wait()
+    finally:
+        stop()
+    return replica.sync_state
+
+
 class RelayProcess:
     """``python -m relay`` in a subprocess, on 127.0.0.1 and a free (or given) port."""
 

@@ -10,7 +10,6 @@ through :meth:`crdtsync.Replica.connect` (the ``crdtsync`` package registers
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random
 import threading
@@ -24,6 +23,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from ..errors import AuthError, ProtocolError, RelayRefusedError, StoreError, SyncError
 from ..events import (
     AwarenessReceived,
+    DocumentFetched,
     DocumentLive,
     DocumentOpened,
     DocumentRestricted,
@@ -37,9 +37,12 @@ from ..events import (
 from ..ids import DocId
 from ..link import Token
 from ..replica import Replica
+from .fetch import token_value
 from .presence import PresenceLink
 from .protocol import DEFAULT_MAX_FRAME, TOKEN_REFUSALS, ErrorCode
+from .retry import RetryState, check_ws_url, endpoint_error, fatal_error
 from .session import ClientSession
+from .uploads import AttachmentUploader
 
 __all__ = ["Connector", "backoff", "is_retryable"]
 
@@ -122,6 +125,8 @@ class Connector:
         self._urls = [url] if isinstance(url, str) else list(url)
         if not self._urls:
             raise ValueError("no relay URL")
+        for each in self._urls:
+            check_ws_url(each)  # ValueError (not ws/wss), RelayEndpointError (a /yjs/ path)
         self._next_url = 0  # index of the URL the next attempt uses
         self._replica = replica
         self._token = token
@@ -152,6 +157,9 @@ class Connector:
         self._unobserve: list[Callable[[], None]] = []
         self.error: BaseException | None = None
         """The fatal error that stopped the connector, if any."""
+        # Offline apps (crdtsync.offline): retries as sync_state shows them, uploads.
+        self.retry = RetryState(lambda: self.url, replica._sync_state_changed)
+        self._uploads = AttachmentUploader(replica, lambda: self.url, token, report=self.retry.note)
 
     # -- public -------------------------------------------------------------------------
 
@@ -185,7 +193,8 @@ class Connector:
         (returns at once)."""
         if self._task is not None:
             return
-        for doc_id in self._replica.open_documents():
+        # Open documents, and every stored one with pending work or prefetched.
+        for doc_id in self._replica._documents_to_sync():
             self.add_document(doc_id)
         self._unobserve = [
             self._replica.observe(self.on_replica_event),
@@ -193,6 +202,8 @@ class Connector:
         ]
         self._presence.attach()
         self._task = self._loop.create_task(self._run(), name=f"crdtsync-sync {self.url}")
+        self._replica._remember_relay(self.url, self._token)
+        self._uploads.start()
 
     async def stop(self) -> None:
         """Close the connection (code 1000) and stop reconnecting."""
@@ -201,6 +212,7 @@ class Connector:
         for unobserve in self._unobserve:
             unobserve()
         self._unobserve = []
+        await self._uploads.stop()
         await self._presence.detach()
         ws = self._ws
         if ws is not None:
@@ -225,13 +237,25 @@ class Connector:
         """Stop without waiting (used when the replica is closed while connected)."""
         if self._task is not None:
             self._task.cancel()
+        self._uploads.cancel()
 
     def on_replica_event(self, event: object) -> None:
         """Replica observer: send local changes as soon as they are stored."""
         if isinstance(event, LocalUpdate):
             self.local_update(event.doc_id, event.seq, event.update)
-        elif isinstance(event, DocumentOpened):
+        elif isinstance(event, DocumentOpened | DocumentFetched):
             self.add_document(event.doc_id)
+
+    def forget_document(self, doc_id: DocId) -> None:
+        """Stop syncing ``doc_id`` (removed from the replica)."""
+        self._session.remove_document(doc_id)
+        self._synced.pop(doc_id, None)
+        self._flush()
+
+    def resync_document(self, doc_id: DocId) -> None:
+        """Subscribe ``doc_id`` again, from its current (reset) state."""
+        self._session.remove_document(doc_id)
+        self._add_document(doc_id)
 
     def add_document(self, doc_id: DocId) -> None:
         """Sync ``doc_id`` too (called by the replica when a document is opened)."""
@@ -354,11 +378,12 @@ class Connector:
                 if self._stopping:
                     return
                 if not is_retryable(exc):
-                    logger.error("sync with %s stopped: %s", self.url, exc)
-                    self.error = exc
+                    self.error = fatal_error(exc, self.url)
+                    logger.error("sync with %s stopped: %s", self.url, self.error)
+                    self.retry.stopped(self.error)
                     return
                 self._attempted.set()
-                logger.warning("connection to %s lost: %s", self.url, _describe(exc))
+                self.retry.failed(exc)  # one WARNING when unreachable, not one per attempt
                 restarting = _closed_for_restart(exc)
             if self._healthy:
                 delays = self._delays()  # a connection that got in sync resets the backoff
@@ -371,13 +396,14 @@ class Connector:
                     continue
             skipped = False
             delay = next(delays)
-            logger.info("reconnecting to %s in %.2f s", self.url, delay)
-            await asyncio.sleep(delay)
+            logger.debug("reconnecting to %s in %.2f s", self.url, delay)
+            await self.retry.wait(delay)  # retry_now() cuts it short
 
     async def _connect_once(self) -> None:
         """One connection, until it ends; always raises (ConnectionClosed when the
         relay closed it cleanly)."""
         self._refused = None
+        self.retry.attempt()
         self._session.connecting()
         self._dispatch(self._session.events())
         if callable(self._token):
@@ -405,7 +431,12 @@ class Connector:
                     message = await ws.recv()  # raises ConnectionClosed when it ends
                     if isinstance(message, str):
                         raise ProtocolError("the relay sent a text message")
-                    self._session.receive(message)
+                    try:
+                        self._session.receive(message)
+                    except ProtocolError as exc:
+                        if self._session.relay_id is None:  # not a native relay at all
+                            raise endpoint_error(self.url, "does not speak it") from exc
+                        raise
                     self._flush()
                     if self._refused is not None:
                         raise self._refused
@@ -442,12 +473,19 @@ class Connector:
                     flag.clear()
                 self._replica.events.emit(event)
             elif isinstance(event, StatusChanged):
-                logger.info("sync status: %s", event.status.value)
+                # INFO once connected; each retry's connecting/offline only at DEBUG.
+                connected = event.status in (SyncStatus.SYNCING, SyncStatus.SYNCED)
+                (logger.info if connected else logger.debug)("sync status: %s", event.status.value)
                 if event.status in (SyncStatus.SYNCING, SyncStatus.SYNCED):
                     self._attempted.set()
+                    self.retry.connected()
                 self._healthy = self._healthy or event.status is SyncStatus.SYNCED
                 self._status_changed.set()
-                self._replica.events.emit(event)
+                # The event carries the whole sync state (the replica builds it).
+                replica = self._replica
+                replica.events.emit(
+                    event if replica.closed else replica._status_event(event.status)
+                )
             elif isinstance(event, DocumentLive):
                 self._replica.events.emit(event)
             elif isinstance(event, DocumentRestricted):
@@ -489,15 +527,7 @@ class Connector:
 
     async def _fresh_token(self) -> str | None:
         """The token for the next HELLO (or AUTH): the string, or the callable's answer."""
-        token = self._token
-        if token is None or isinstance(token, str):
-            return token
-        value = token()
-        if inspect.isawaitable(value):
-            value = await value
-        if not isinstance(value, str) or not value:
-            raise TypeError(f"the token callable returned {type(value).__name__}, not a str")
-        return value
+        return await token_value(self._token)
 
     def _wake_waiters(self) -> None:
         for event in self._synced.values():
@@ -519,12 +549,3 @@ def _closed_for_restart(exc: BaseException) -> bool:
         and exc.rcvd is not None
         and exc.rcvd.code == CLOSE_SERVICE_RESTART
     )
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionClosed):
-        frame = exc.rcvd
-        if frame is not None:
-            return f"closed by the relay ({frame.code} {frame.reason})".rstrip()
-        return "connection closed"
-    return f"{type(exc).__name__}: {exc}"
