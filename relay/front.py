@@ -15,6 +15,7 @@ the route's ``max_body`` is refused with 413 before it is read.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http
 import json
 import logging
@@ -154,6 +155,10 @@ class Route(Protocol):
         ...
 
 
+_LINGER = 2.0
+"""Seconds a refused request's sender may keep sending before the connection is closed."""
+
+
 class _Exchange:
     """One request read with h11, then answered."""
 
@@ -164,6 +169,10 @@ class _Exchange:
         self.head: h11.Request | None = None
         self.body = bytearray()
         self.ready: asyncio.Future[HttpResponse | None] = loop.create_future()
+        self.ended: asyncio.Future[None] = loop.create_future()
+        """Done when the peer has finished sending (end of file, or connection lost)."""
+        self.early = False
+        """Answered before the whole request was read (a refused body)."""
 
     def feed(self, data: bytes) -> None:
         if self.ready.done():
@@ -200,10 +209,17 @@ class _Exchange:
 
     def _answer(self, response: HttpResponse) -> None:
         if not self.ready.done():
+            self.early = True
             self.ready.set_result(response)
+
+    def finished(self) -> None:
+        """The peer sent end of file."""
+        if not self.ended.done():
+            self.ended.set_result(None)
 
     def lost(self) -> None:
         self._answer(HttpResponse.text(400, "bad_request: the connection was lost"))
+        self.finished()
 
     def request(self) -> HttpRequest:
         assert self.head is not None
@@ -276,6 +292,7 @@ class _HttpAwareConnection(ServerConnection):
     def eof_received(self) -> bool | None:  # type: ignore[override]  # True keeps it open
         if self._exchange is not None:
             self._exchange.feed(b"")
+            self._exchange.finished()
             return True  # keep the transport open to answer
         if self._sniff:
             head, self._sniff = bytes(self._sniff), None
@@ -296,9 +313,18 @@ class _HttpAwareConnection(ServerConnection):
         if self._exchange is None:
             await super().handshake(*args, **kwargs)
             return
-        response = await self._exchange.answer()
+        exchange = self._exchange
+        response = await exchange.answer()
         if not self.transport.is_closing():
             self.transport.write(response.encode())
+            if exchange.early and self.transport.can_write_eof():
+                # Lingering close: the peer may still be sending the body just
+                # refused, and closing with unread data resets the connection, which
+                # can destroy the answer before the peer reads it. Half-close and
+                # let the peer close first (what it sends meanwhile is discarded).
+                self.transport.write_eof()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(exchange.ended), _LINGER)
             self.transport.close()
         # close() flushes what is buffered; websockets aborts the transport after
         # this returns, which would drop an unsent answer.

@@ -129,29 +129,21 @@ class RelayHttp:
     def _exchange(
         self, method: str, target: str, body: bytes | None, headers: dict[str, str]
     ) -> HttpResponse:
-        """One request on the worker thread; a keep-alive connection the relay closed
-        meanwhile is reopened once."""
-        for attempt in (1, 2):
-            conn = self._connection()
-            try:
-                conn.request(method, target, body=body, headers=headers)
-                response = conn.getresponse()
-                content = response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                conn.close()
-                self._conn = None
-                if attempt == 2:
-                    raise
-                continue
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                self._conn = None
-                raise
-            if response.will_close:
-                conn.close()
-                self._conn = None
-            return HttpResponse(response.status, response.reason, content)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """One request on the worker thread. Not retried: a request that fails (a
+        page lost on the way) fails the fetch, which stores nothing of it."""
+        conn = self._connection()
+        try:
+            conn.request(method, target, body=body, headers=headers)
+            response = conn.getresponse()
+            content = response.read()
+        except (OSError, http.client.HTTPException):
+            conn.close()
+            self._conn = None
+            raise
+        if response.will_close:
+            conn.close()
+            self._conn = None
+        return HttpResponse(response.status, response.reason, content)
 
     async def request(
         self,

@@ -144,7 +144,10 @@ class RetryState:
         self._unreachable = False
         self.attempts = 0
         self.next_attempt_at = None
-        self.last_error = None
+        if isinstance(self.last_error, RelayUnreachableError):
+            # Only the connection's own failure is over: a refusal noted meanwhile
+            # (an attachment the relay refused) still stands.
+            self.last_error = None
         self._notify()
 
     async def wait(self, delay: float) -> None:
