@@ -36,6 +36,7 @@ from .errors import (
 )
 from .events import (
     AwarenessReceived,
+    ConflictDetected,
     DocumentLive,
     DocumentOpened,
     DocumentRestricted,
@@ -43,6 +44,7 @@ from .events import (
     EventBus,
     LocalUpdate,
     PendingChanged,
+    RecordsChanged,
     RelayErrorInfo,
     RelayErrorReceived,
     ReplicaEvent,
@@ -52,6 +54,8 @@ from .events import (
 from .ids import DocId, ReplicaId
 from .link import SyncLink, Token, register_sync
 from .outbox import PendingBatch
+from .records import Changes, Records
+from .registers import Candidate, Conflict, Tombstone
 from .replica import Durability, Replica
 from .store import MemoryStore, OutboxEntry, SQLiteStore, Store
 
@@ -70,6 +74,10 @@ register_sync(_connector)
 __all__ = [
     "AuthError",
     "AwarenessReceived",
+    "Candidate",
+    "Changes",
+    "Conflict",
+    "ConflictDetected",
     "CrdtsyncError",
     "DocId",
     "DocumentLive",
@@ -85,6 +93,8 @@ __all__ = [
     "PendingBatch",
     "PendingChanged",
     "ProtocolError",
+    "Records",
+    "RecordsChanged",
     "RelayErrorInfo",
     "RelayErrorReceived",
     "RelayRefusedError",
@@ -104,5 +114,6 @@ __all__ = [
     "SyncLink",
     "SyncStatus",
     "Token",
+    "Tombstone",
     "__version__",
 ]

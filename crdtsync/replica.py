@@ -63,6 +63,7 @@ from .ids import DocId, ReplicaId, check_doc_id
 from .link import Connectable, SyncLink
 from .outbox import PendingBatch, merge_outbox
 from .recording import OpenDocument
+from .records import Records
 from .store.base import (
     EMPTY_SNAPSHOT,
     DocumentInfo,
@@ -136,6 +137,7 @@ class Replica(Connectable):
         self.compact_min_bytes = compact_min_bytes
         self._replica_id = store.replica_id()
         self._docs: dict[DocId, OpenDocument] = {}
+        self._collections: dict[DocId, Records] = {}
         self.events = EventBus()
         """Where this replica and its sync connection report events (see :meth:`observe`)."""
         self.presence = AwarenessBook()
@@ -269,6 +271,18 @@ class Replica(Connectable):
         state.discard(rejected)
         state.auto_compact()
         return state
+
+    def records(self, name: str) -> Records:
+        """The records collection ``name``, kept in the document of that id (opened
+        if needed; the same object for the same name). See :mod:`crdtsync.records`.
+        """
+        key = check_doc_id(name)
+        collection = self._collections.get(key)
+        if collection is None:
+            state = self._state(key)
+            collection = Records(key, state, self.events, self._replica_id)
+            self._collections[key] = collection
+        return collection
 
     def client_id(self, doc_id: str) -> int:
         """The 32-bit pycrdt client id this replica writes ``doc_id`` under.
@@ -434,6 +448,10 @@ class Replica(Connectable):
         The events (every one is exported from ``crdtsync``):
         :class:`~crdtsync.events.PendingChanged`, :class:`~crdtsync.events.LocalUpdate`
         and :class:`~crdtsync.events.DocumentOpened` from the replica itself;
+        :class:`~crdtsync.events.RecordsChanged` and
+        :class:`~crdtsync.events.ConflictDetected` from its records collections
+        (:meth:`records`; delivered after the transaction, when the collection can
+        be read);
         :class:`~crdtsync.events.StatusChanged`,
         :class:`~crdtsync.events.DocumentSynced`,
         :class:`~crdtsync.events.DocumentLive`,
