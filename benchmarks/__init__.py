@@ -1,8 +1,11 @@
 """Reproducible benchmarks for crdtsync.
 
-Run ``python -m benchmarks --help``. Each benchmark group is a module of this
-package with a ``run(options: RunOptions) -> bool`` function (True when every
-run passed its checks); ``benchmarks/__main__.py`` lists the groups.
+Run ``python -m benchmarks --help``. Each benchmark group is a package of this
+package (``relay``, ``sync``, ``memory``, ``local``, ``store``) exporting a
+``run(options: RunOptions) -> bool`` function (True when every run passed its
+checks); ``benchmarks/__main__.py`` lists the groups. What they share is in
+:mod:`benchmarks.harness` (every group) and, for the groups comparing servers,
+:mod:`benchmarks.comparison`; ``benchmarks/README.md`` maps every file.
 """
 
 from __future__ import annotations

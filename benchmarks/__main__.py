@@ -1,7 +1,7 @@
 """Command line: ``python -m benchmarks [--quick | --full] [--only GROUP,...]``.
 
-Each group is a module of this package exposing ``run(options: RunOptions) -> bool``.
-Add a group by writing its module and listing it in :data:`GROUPS`. Before the
+Each group is a package of this package exporting ``run(options: RunOptions) -> bool``.
+Add a group by writing its package and listing it in :data:`GROUPS`. Before the
 groups that compare servers, the peers are installed into ``benchmarks/.peers``
 (:mod:`benchmarks.peers`, idempotent); after the groups, ``benchmarks/RESULTS.md``
 and the plots are regenerated from every group's latest JSON (:mod:`benchmarks.page`).
@@ -28,33 +28,31 @@ GROUPS: dict[str, str] = {
     "local": "local edits: bare pycrdt vs crdtsync Replica in each durability mode",
     "store": "reopening a replica store holding 1,000 documents",
 }
+"""Benchmark groups, in the order they run: package name (in this package) -> summary."""
 PEER_GROUPS = ("relay", "sync", "memory")
 """Groups that compare servers (and need the peers installed)."""
-"""Benchmark groups, in the order they run: module name (in this package) -> summary."""
+
+
+def _names(value: str, known: Sequence[str], what: str) -> tuple[str, ...]:
+    """Parse a comma-separated list of ``known`` names (``what``: "group", "server")."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what}(s) {', '.join(unknown) or '(none given)'}; "
+            f"available: {', '.join(known)}"
+        )
+    return tuple(dict.fromkeys(names))
 
 
 def _group_list(value: str) -> list[str]:
     """Parse ``--only``: a comma-separated list of known group names."""
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in GROUPS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown group(s) {', '.join(unknown) or '(none given)'}; "
-            f"available: {', '.join(GROUPS)}"
-        )
-    return list(dict.fromkeys(names))
+    return list(_names(value, list(GROUPS), "group"))
 
 
 def _server_list(value: str) -> tuple[str, ...]:
     """Parse ``--servers``: a comma-separated list of known server keys."""
-    names = [name.strip() for name in value.split(",") if name.strip()]
-    unknown = [name for name in names if name not in ALL_SERVERS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown server(s) {', '.join(unknown) or '(none given)'}; "
-            f"available: {', '.join(ALL_SERVERS)}"
-        )
-    return tuple(dict.fromkeys(names))
+    return _names(value, ALL_SERVERS, "server")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -11,7 +11,7 @@ for it to drain).
     python -m benchmarks.bare_forwarder --host 127.0.0.1 --port 0
 
 prints ``bare forwarder listening on ws://127.0.0.1:PORT`` as its first stdout
-line and runs until SIGTERM or SIGINT. The relay benchmark (``benchmarks/relay.py``)
+line and runs until SIGTERM or SIGINT. The relay benchmark (``benchmarks/relay/``)
 starts it as the baseline next to ``python -m relay``.
 """
 
@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 __all__ = ["BareForwarder", "main"]
 
 MAX_FRAME = 1 << 20
-"""The same frame limit as the relay's default (``crdtsync.protocol.DEFAULT_MAX_FRAME``)."""
+"""The same frame limit as the relay's default (``crdtsync.sync.protocol.DEFAULT_MAX_FRAME``)."""
 
 
 class BareForwarder:

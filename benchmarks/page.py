@@ -11,6 +11,7 @@ regenerates it from the JSON alone.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from . import PACKAGE_DIR, RESULTS_DIR
+from .harness.render import fmt_float, fmt_int, fmt_ratio, machine_line, markdown_table
+from .harness.stats import ratio
 from .plots import PLOTS, write_plots
-from .report import fmt_float, fmt_int, markdown_table
 from .servers import ALL_SERVERS, SERVERS
 
 __all__ = ["main", "page_path", "render_page", "write_page"]
@@ -157,14 +159,14 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
 
         catchup = join = idle = per_doc = None
         if sync is not None and lag is not None:
-            from .sync import catchup_figure, join_figure  # noqa: PLC0415
+            from .sync.report import catchup_figure, join_figure  # noqa: PLC0415
 
             received = catchup_figure(sync["runs"], server, lag, "bytes_received")
             minimal = catchup_figure(sync["runs"], server, lag, "minimal_diff_bytes")
-            catchup = received / minimal if received is not None and minimal else None
+            catchup = ratio(received, minimal)
             join = join_figure(sync["runs"], server, "time_ms")
         if memory is not None:
-            from .memory import figure  # noqa: PLC0415
+            from .memory.report import figure  # noqa: PLC0415
 
             idle = figure(memory["runs"], server, "kb_per_idle_connection")
             per_doc = figure(memory["runs"], server, "kb_per_document")
@@ -177,7 +179,7 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
                 fmt_float(_relay_figure(relay, "b", server, "us_per_delivery"), 1),
                 fmt_float(_relay_figure(relay, "b", server, "p99_ms"), 2),
                 fmt_float(_relay_figure(relay, "b", server, "server_peak_rss_mb"), 1),
-                "—" if catchup is None else f"{catchup:.2f}x",
+                fmt_ratio(catchup),
                 fmt_float(join, 1),
                 fmt_float(idle, 1),
                 fmt_float(per_doc, 1),
@@ -232,14 +234,14 @@ def all_goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             )
     local = results.get("local")
     for goal in [] if local is None else local["goals"]:
-        ratio = goal.get("ratio")
+        measured = goal.get("ratio")
         goals.append(
             {
                 "group": "local",
                 "key": goal["config"],
                 "description": goal["description"],
-                "measured": "—" if ratio is None else f"{ratio:.2f}x",
-                "value": ratio,
+                "measured": fmt_ratio(measured),
+                "value": measured,
                 "target": f"≤ {goal['max_ratio']:.1f}x",
                 "status": goal["status"],
             }
@@ -311,10 +313,7 @@ def render_page(
             )
     machine = next(iter(results.values()))["machine"] if results else None
     if machine is not None:
-        lines.append(
-            f"- Machine: {machine['platform']}, {machine['processor']}, "
-            f"{machine['cpu_count']} CPUs; Python {machine['python']}, pycrdt {machine['pycrdt']}."
-        )
+        lines.append(machine_line(machine))
     relay = results.get("relay")
     versions = (relay or {}).get("parameters", {}).get("peer_versions")
     if versions:
@@ -372,9 +371,20 @@ def render_page(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m benchmarks.page [RESULTS_DIR]``: regenerate the page and the plots."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    results_dir = Path(args[0]) if args else RESULTS_DIR
-    print(write_page(results_dir))
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.page",
+        description="Regenerate RESULTS.md and the plots from every group's latest JSON.",
+    )
+    parser.add_argument(
+        "results_dir",
+        nargs="?",
+        type=Path,
+        default=RESULTS_DIR,
+        metavar="RESULTS_DIR",
+        help="where the groups' JSON is (default: benchmarks/results; the page goes to "
+        "benchmarks/RESULTS.md, for another directory into it)",
+    )
+    print(write_page(parser.parse_args(argv).results_dir))
     return 0
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import PACKAGE_DIR
+from .harness.processes import output_tail, run_command
 
 __all__ = [
     "NODE_DIR",
@@ -44,6 +45,7 @@ __all__ = [
     "node_versions",
     "pycrdt_websocket_python",
     "pycrdt_websocket_versions",
+    "versions",
 ]
 
 PEERS_DIR = PACKAGE_DIR / ".peers"
@@ -86,16 +88,9 @@ def _stamped(folder: Path, digest: str) -> bool:
 
 
 def _run(command: list[str], cwd: Path | None = None) -> None:
-    done = subprocess.run(
-        command,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT_S,
-        check=False,
-    )
+    done = run_command(command, cwd=cwd, timeout=INSTALL_TIMEOUT_S)
     if done.returncode != 0:
-        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        tail = output_tail(done.stderr or done.stdout)
         raise RuntimeError(f"{' '.join(command[:3])} ... failed ({done.returncode}): {tail}")
 
 
@@ -125,9 +120,14 @@ def node_versions() -> dict[str, str]:
     }
     node = shutil.which("node")
     if node is not None:
-        done = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+        done = run_command([node, "--version"], cwd=None)
         versions["node"] = done.stdout.strip()
     return versions
+
+
+def versions() -> dict[str, dict[str, str]]:
+    """The pinned versions of the peers (from the committed lock files) and Node's."""
+    return {"pycrdt-websocket": pycrdt_websocket_versions(), "node": node_versions()}
 
 
 def _ensure_pycrdt_websocket(install: bool) -> PeerStatus:

@@ -130,7 +130,7 @@ def _fanout(
 def _memory(data: dict[str, Any], out_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    from .memory import figure  # noqa: PLC0415
+    from .memory.report import figure  # noqa: PLC0415
 
     runs = data["runs"]
     servers = [key for key in ALL_SERVERS if any(r["server"] == key for r in runs)]

@@ -7,7 +7,6 @@ SIGTERM. The peers come from ``benchmarks/.peers`` (:mod:`benchmarks.peers`).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -16,16 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import PROJECT_DIR
+from .harness.placement import affinity_of_threads
+from .harness.processes import LineReader, spawn, stop_process, tail
+from .harness.procfs import process_cpu_s, process_status_mb
 from .peers import NODE_DIR, SOURCES_DIR, PeerStatus, pycrdt_websocket_python
-from .procs import (
-    LineReader,
-    affinity_of_threads,
-    pinning_preexec,
-    process_cpu_s,
-    process_status_mb,
-    stop_process,
-    tail,
-)
 from .wire import Codec, Protocol, codec
 
 __all__ = [
@@ -179,16 +172,7 @@ class ServerProcess:
     def start(self) -> str:
         """Start (pinned from exec on), wait for ``listening on ws://...``; return the URL."""
         command, cwd = self.command()
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=cwd,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                preexec_fn=pinning_preexec(self.cpus),  # noqa: PLW1509 - no threads here
-            )
+        self.proc = spawn(command, cwd, self.log, self.cpus, stdin=subprocess.DEVNULL)
         assert self.proc.stdout is not None
         try:
             line = LineReader(self.proc.stdout).readline(START_TIMEOUT_S)

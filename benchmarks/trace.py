@@ -7,7 +7,8 @@ insert ``inserted`` at ``pos``. Positions count unicode code points.
 
 Parsing the JSON of the full trace costs ~180 MB of peak memory, which would
 swamp a peak-RSS measurement. :func:`save_compact` writes the parsed trace as
-flat arrays (~6 MB); benchmark worker processes read that with :func:`load_compact`.
+flat arrays (~6 MB); benchmark worker processes read that with :func:`load_compact`,
+and an orchestrator has a helper process write it (:func:`prepare_trace`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import sys
 from array import array
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 import pycrdt
 
 from . import DATA_DIR
+from .harness.processes import run_module
 
 __all__ = [
     "DEFAULT_TRACE",
@@ -33,11 +36,14 @@ __all__ = [
     "TraceError",
     "apply_edits",
     "apply_trace",
+    "captured_updates",
     "check_text",
     "load_compact",
     "load_trace",
+    "prepare_trace",
     "replay",
     "save_compact",
+    "trace_updates",
     "transaction_count",
 ]
 
@@ -201,6 +207,18 @@ def load_compact(path: Path) -> Trace:
     )
 
 
+def prepare_trace(destination: Path, source: Path = DEFAULT_TRACE) -> int:
+    """Parse and verify the JSON trace in a helper process
+    (``python -m benchmarks.local --prepare-trace``), which writes the compact copy to
+    ``destination``; return its number of edits (this process never loads the JSON)."""
+    done = run_module(
+        "benchmarks.local", "--prepare-trace", str(destination), "--source", str(source)
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"preparing the trace failed:\n{done.stderr}")
+    return int(done.stdout.split()[-1])
+
+
 def replay(start: str, edits: Iterable[Edit]) -> str:
     """Apply ``edits`` to ``start`` in pure Python (a gap buffer); the reference result.
 
@@ -285,6 +303,27 @@ def apply_trace(
     if trace.start_content:
         text.insert(0, trace.start_content)
     apply_edits(doc, text, trace.edits(limit), per_transaction)
+
+
+@contextmanager
+def captured_updates(doc: pycrdt.Doc[Any]) -> Iterator[list[bytes]]:
+    """The update of every transaction on ``doc`` inside the ``with`` block, in order."""
+    updates: list[bytes] = []
+    subscription = doc.observe(lambda event: updates.append(event.update))
+    try:
+        yield updates
+    finally:
+        doc.unobserve(subscription)
+
+
+def trace_updates(
+    doc: pycrdt.Doc[Any], text: pycrdt.Text, trace: Trace, limit: int | None = None
+) -> list[bytes]:
+    """Replay the first ``limit`` edits of ``trace`` into an empty ``text`` (a root of
+    ``doc``), one transaction per edit (:func:`apply_trace`); the update of each."""
+    with captured_updates(doc) as updates:
+        apply_trace(doc, text, trace, limit)
+    return updates
 
 
 def transaction_count(trace: Trace, limit: int | None = None, per_transaction: int = 1) -> int:

@@ -1,7 +1,9 @@
 """Client side of the three wire protocols the benchmark speaks, sans I/O.
 
-- **native**: crdtsync's msgpack frames (:mod:`crdtsync.protocol`): HELLO,
-  SUBSCRIBE with a state vector, SYNC, UPDATE with a sequence number, ACK.
+- **native**: crdtsync's msgpack frames (imported through :mod:`benchmarks.internals`):
+  HELLO, SUBSCRIBE with a state vector, SYNC, UPDATE with a sequence number, ACK. One
+  connection may carry many documents: :func:`native_hello`, :func:`native_subscribe`,
+  :func:`native_update` and :func:`decode_native` (events name their document).
 - **yjs**: the y-websocket protocol (y-protocols), one document per connection:
   every message is ``varUint(type)`` then, for type 0 (sync), ``varUint(step)``
   (0: sync step 1, a state vector; 1: sync step 2, an update; 2: an update) and
@@ -19,7 +21,8 @@
   handshake and no state.
 
 :func:`codec` gives the object that encodes what a client sends and decodes
-what it receives into :class:`Event` tuples.
+what it receives into :class:`Event` tuples. :func:`update_client_id` reads the
+writer of an update from its header (how a client tells an echo of its own update).
 """
 
 from __future__ import annotations
@@ -27,28 +30,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Literal, NamedTuple
 
-from crdtsync.ids import DocId, ReplicaId
-from crdtsync.protocol import (
-    Ack,
-    ErrorFrame,
-    Hello,
-    Subscribe,
-    Sync,
-    Update,
-    Welcome,
-    decode_frame,
-    encode_frame,
-    encode_update,
-)
+from . import internals
 
 __all__ = [
+    "EMPTY_UPDATE",
     "MAX_FRAME_IN",
     "Codec",
     "Event",
+    "EventKind",
     "Protocol",
     "codec",
+    "decode_native",
+    "native_hello",
+    "native_subscribe",
+    "native_update",
     "read_var_string",
     "read_var_uint",
+    "update_client_id",
     "var_string",
     "var_uint",
 ]
@@ -57,6 +55,8 @@ Protocol = Literal["native", "yjs", "hocuspocus", "raw"]
 
 MAX_FRAME_IN = 256 << 20
 """Largest message a benchmark client accepts (a sync carries a whole document)."""
+EMPTY_UPDATE = b"\x00\x00"
+"""The update of an empty transaction (servers may relay one)."""
 
 YJS_SYNC: Final = 0
 YJS_AWARENESS: Final = 1
@@ -84,13 +84,30 @@ class Event(NamedTuple):
     state vector (the client is in sync after applying it); ``ack``: ``seq`` stored
     (native: durably; Hocuspocus: applied in memory); ``welcome``: handshake done
     (native WELCOME, Hocuspocus authenticated); ``error``: ``text``; ``other``:
-    awareness and the like, nothing to do.
+    awareness and the like, nothing to do. ``doc``: the document of a native
+    ``update``, ``step2`` (SYNC) or ``ack``.
     """
 
     kind: EventKind
     payload: bytes = b""
     seq: int = 0
     text: str = ""
+    doc: str = ""
+
+
+def update_client_id(update: bytes) -> int | None:
+    """The client id of a one-struct-group v1 update (the header of every update a
+    benchmark client makes), or None for any other shape."""
+    if len(update) < 3 or update[0] != 1:
+        return None
+    value = shift = 0
+    for index in range(2, min(len(update), 12)):
+        byte = update[index]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value
+        shift += 7
+    return None
 
 
 def var_uint(value: int) -> bytes:
@@ -269,6 +286,37 @@ class HocuspocusCodec(Codec):
         return _decode_yjs(message, pos)
 
 
+def native_hello(replica: str) -> bytes:
+    """The native HELLO frame of replica ``replica``."""
+    return internals.encode_frame(internals.Hello(internals.ReplicaId(replica)))
+
+
+def native_subscribe(doc_id: str, state_vector: bytes) -> bytes:
+    """The native SUBSCRIBE frame of ``doc_id`` with the client's state vector."""
+    return internals.encode_frame(internals.Subscribe(internals.DocId(doc_id), state_vector))
+
+
+def native_update(doc_id: str, update: bytes, seq: int) -> bytes:
+    """The native UPDATE frame of one update of ``doc_id``, numbered ``seq``."""
+    return internals.encode_update(doc_id, update, seq)
+
+
+def decode_native(message: bytes) -> Event:
+    """What a native frame says (ValueError if it is malformed); SYNC is ``step2``."""
+    frame = internals.decode_frame(message, MAX_FRAME_IN)
+    if type(frame) is internals.Update:
+        return Event("update", frame.update, doc=frame.doc_id)
+    if type(frame) is internals.Ack:
+        return Event("ack", seq=frame.seq, doc=frame.doc_id)
+    if type(frame) is internals.Sync:
+        return Event("step2", frame.update, doc=frame.doc_id)
+    if type(frame) is internals.Welcome:
+        return Event("welcome")
+    if type(frame) is internals.ErrorFrame:
+        return Event("error", text=f"relay ERROR {frame.code}: {frame.message}")
+    return Event("error", text=f"unexpected {type(frame).__name__}")
+
+
 class NativeCodec(Codec):
     """crdtsync's own protocol: HELLO + SUBSCRIBE; SYNC; UPDATE with seq; ACK."""
 
@@ -278,34 +326,20 @@ class NativeCodec(Codec):
         return base_url
 
     def opening(self, state_vector: bytes) -> list[bytes]:
-        return [
-            encode_frame(Hello(ReplicaId(self.replica))),
-            encode_frame(Subscribe(DocId(self.doc_id), state_vector)),
-        ]
+        return [native_hello(self.replica), native_subscribe(self.doc_id, state_vector)]
 
     @property
     def handshake(self) -> bool:
         return True
 
     def update(self, update: bytes, seq: int) -> bytes:
-        return encode_update(self.doc_id, update, seq)
+        return native_update(self.doc_id, update, seq)
 
     def step2(self, update: bytes) -> bytes:  # pragma: no cover - never asked
         raise NotImplementedError("the relay never sends a sync step 1 to a native client")
 
     def decode(self, message: bytes) -> Sequence[Event]:
-        frame = decode_frame(message, MAX_FRAME_IN)
-        if type(frame) is Update:
-            return [Event("update", frame.update)]
-        if type(frame) is Ack:
-            return [Event("ack", seq=frame.seq)]
-        if type(frame) is Sync:
-            return [Event("step2", frame.update)]
-        if type(frame) is Welcome:
-            return [Event("welcome")]
-        if type(frame) is ErrorFrame:
-            return [Event("error", text=f"relay ERROR {frame.code}: {frame.message}")]
-        return [Event("error", text=f"unexpected {type(frame).__name__}")]
+        return [decode_native(message)]
 
 
 def codec(protocol: Protocol, doc_id: str, replica: str = "bench", prefix: str = "") -> Codec:

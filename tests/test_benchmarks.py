@@ -10,16 +10,14 @@ from pathlib import Path
 import pytest
 
 from benchmarks import peers
-from benchmarks.loadgen import SharedCounters, client_id_for
+from benchmarks.loadgen.shared import SharedCounters, client_id_for
 from benchmarks.page import write_page
-from benchmarks.relay import (
-    Params,
-    RunResult,
-    assign,
-    goal_results,
-    render_markdown,
-    summarize,
-)
+from benchmarks.relay.goals import goal_results
+from benchmarks.relay.report import render_markdown
+from benchmarks.relay.result import RunResult
+from benchmarks.relay.rooms import assign
+from benchmarks.relay.scenarios import Params
+from benchmarks.relay.summary import summarize
 from benchmarks.wire import codec, read_var_uint, var_string, var_uint
 
 NODE_PEERS = peers.ensure(install=False)["node"].ok

@@ -1,45 +1,31 @@
-"""Writing benchmark results: machine description, JSON, markdown tables, number formats."""
+"""What the numbers were measured on: platform, versions, commit, filesystem, load."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import PROJECT_DIR
+from .. import PROJECT_DIR
 
 __all__ = [
     "filesystem_type",
-    "fmt_float",
-    "fmt_int",
-    "fmt_mb",
     "git_commit",
+    "load_average",
     "machine_info",
-    "markdown_table",
-    "now_iso",
-    "peak_rss_mb",
+    "package_versions",
     "source_digest",
-    "vm_hwm_mb",
-    "write_results",
 ]
 
 
-def now_iso() -> str:
-    """The current UTC time, ISO 8601, to the second."""
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
-
-
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """The machine, Python, pycrdt, crdtsync and SQLite, and the code measured."""
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -53,6 +39,11 @@ def machine_info() -> dict[str, Any]:
         "git_commit": git_commit(),
         "crdtsync_source_sha256": source_digest(PROJECT_DIR / "crdtsync"),
     }
+
+
+def package_versions(*names: str) -> dict[str, str | None]:
+    """The installed version of each package (None when it is not installed)."""
+    return {name: _package_version(name) for name in names}
 
 
 def _package_version(name: str) -> str | None:
@@ -126,68 +117,9 @@ def filesystem_type(path: Path) -> str | None:
     return None if best is None else best[1]
 
 
-def peak_rss_mb() -> float | None:
-    """``getrusage(RUSAGE_SELF).ru_maxrss`` in MB (None where unsupported).
-
-    On Linux this value is inherited across fork+exec: a child reports at least
-    its parent's peak at the time it was started. Keep the parent small.
-    """
+def load_average() -> float | None:
+    """The 1-minute load average (None where the platform has none)."""
     try:
-        import resource  # noqa: PLC0415 - Unix only
-    except ImportError:
-        return None
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
-    return maxrss * scale / 1e6
-
-
-def vm_hwm_mb() -> float | None:
-    """This process's own peak RSS (``VmHWM`` in /proc/self/status, Linux), in MB."""
-    try:
-        status = Path("/proc/self/status").read_text(encoding="utf-8")
+        return os.getloadavg()[0]
     except OSError:
         return None
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e6
-    return None
-
-
-def write_results(
-    results_dir: Path, group: str, data: dict[str, Any], markdown: str
-) -> tuple[Path, Path]:
-    """Write ``<group>.json`` and ``<group>.md`` into ``results_dir``; return both paths."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    json_path = results_dir / f"{group}.json"
-    md_path = results_dir / f"{group}.md"
-    json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(markdown, encoding="utf-8")
-    return json_path, md_path
-
-
-def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]], align: str) -> str:
-    """A markdown table; ``align`` has one letter per column: ``l`` or ``r``."""
-    if len(align) != len(headers) or any(len(row) != len(headers) for row in rows):
-        raise ValueError("every row and the alignment need one entry per column")
-    marks = {"l": ":--", "r": "--:"}
-    lines = [
-        "| " + " | ".join(headers) + " |",
-        "|" + "|".join(marks[a] for a in align) + "|",
-        *("| " + " | ".join(row) + " |" for row in rows),
-    ]
-    return "\n".join(lines)
-
-
-def fmt_int(value: int | None) -> str:
-    """``1,234`` (``—`` for None)."""
-    return "—" if value is None else f"{value:,}"
-
-
-def fmt_float(value: float | None, digits: int = 2) -> str:
-    """A float with ``digits`` decimals and thousands separators (``—`` for None)."""
-    return "—" if value is None else f"{value:,.{digits}f}"
-
-
-def fmt_mb(num_bytes: int | float | None) -> str:
-    """Bytes as MB with two decimals (``—`` for None)."""
-    return "—" if num_bytes is None else f"{num_bytes / 1e6:,.2f}"

@@ -1,0 +1,84 @@
+"""The store group's orchestrator: create the store, then reopen it ``repeat`` times,
+each in a fresh worker process; the report and ``results/store.json``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import Mode, RunOptions
+from ..harness.group import envelope, now_iso, publish, run_repeated
+from ..harness.processes import output_tail, run_module
+from .report import render_markdown
+
+__all__ = ["GROUP", "Params", "run", "run_once"]
+
+GROUP = "store"
+WORKER_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Sizes and repetitions for one mode."""
+
+    mode: Mode
+    documents: int = 1000
+    edits: int = 20
+    repeat: int = 1
+
+    @classmethod
+    def for_mode(cls, mode: Mode) -> Params:
+        """1,000 documents of 20 edits in both modes; ``full`` reopens three times."""
+        return cls(mode, repeat=1 if mode == "quick" else 3)
+
+
+def _worker(arguments: Sequence[str]) -> dict[str, Any]:
+    done = run_module("benchmarks.store", "--worker", *arguments, timeout=WORKER_TIMEOUT_S)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker failed ({done.returncode}): {output_tail(done.stderr, 3)}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def run_once(params: Params, work: Path) -> dict[str, Any]:
+    """Create the store, then reopen it ``repeat`` times, each in a fresh process."""
+    path = work / "replica.db"
+    result: dict[str, Any] = {"status": "ok", "failure": None, "reopens": []}
+    try:
+        sizes = ["--documents", str(params.documents)]
+        result.update(_worker(["create", str(path), *sizes, "--edits", str(params.edits)]))
+        for _ in range(params.repeat):
+            reopened = _worker(["reopen", str(path), *sizes])
+            result["reopens"].append(reopened)
+            if reopened["digest"] != result["digest"]:
+                result["status"] = "FAILED"
+                result["failure"] = "a reopened document's text differs from what was written"
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        result["status"] = "FAILED"
+        result["failure"] = f"{type(exc).__name__}: {exc}"
+    return result
+
+
+def run(options: RunOptions) -> bool:
+    """Run the store group, print the report, write the results."""
+    started = now_iso()
+    params = Params.for_mode(options.mode)
+    with tempfile.TemporaryDirectory(prefix="crdtsync-store-bench-", dir=options.tmpdir) as tmp:
+        (result,) = run_repeated(
+            [params],
+            1,
+            lambda p, _: run_once(p, Path(tmp)),
+            lambda p: f"store, {p.documents:,} documents",
+            lambda r: str(r["status"]),
+        )
+    data = {
+        **envelope(GROUP, params.mode, started),
+        "parameters": asdict(params),
+        "result": result,
+    }
+    publish(options.results_dir, data, render_markdown(data))
+    return bool(result["status"] == "ok")
