@@ -295,15 +295,16 @@ class Records:
         cursor = encode_cursor(self._name, now)
         if since is None:
             return Changes(self.all(), [], cursor)
-        touched = heads_since(self._doc, self._heads, decode_cursor(self._name, since), now)
         upserted: dict[str, Record] = {}
         deleted: list[str] = []
-        for record_id in sorted(touched):
-            state = self._read(record_id)
-            if state.live:
-                upserted[record_id] = state.fields()
-            elif state.exists:
-                deleted.append(record_id)
+        with self._doc.transaction():
+            touched = heads_since(self._doc, self._heads, decode_cursor(self._name, since), now)
+            for record_id in sorted(touched):
+                state = self._read(record_id)
+                if state.live:
+                    upserted[record_id] = state.fields()
+                elif state.exists:
+                    deleted.append(record_id)
         return Changes(upserted, deleted, cursor)
 
     def conflicts(self) -> list[Conflict]:
@@ -442,8 +443,10 @@ class Records:
         upserted: list[str] = []
         deleted: list[str] = []
         detected: list[tuple[str, str]] = []
-        for record_id in sorted(touched):
-            state = self._read(record_id)
+        with self._doc.transaction():
+            states = [self._read(record_id) for record_id in sorted(touched)]
+        for state in states:
+            record_id = state.record_id
             if not state.exists:
                 continue
             live = state.live
