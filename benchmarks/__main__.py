@@ -27,6 +27,7 @@ GROUPS: dict[str, str] = {
     "memory": "server RSS per idle connection and per loaded document, and after unloading",
     "local": "local edits: bare pycrdt vs crdtsync Replica in each durability mode",
     "store": "reopening a replica store holding 1,000 documents",
+    "records": "a collection of 100,000 records: add, update, get, changes(), open, size",
 }
 """Benchmark groups, in the order they run: package name (in this package) -> summary."""
 PEER_GROUPS = ("relay", "sync", "memory")
