@@ -210,6 +210,19 @@ def side_by_side(results: dict[str, dict[str, Any]]) -> str:
 # -- goals ---------------------------------------------------------------------------------
 
 
+def _goal(group: str, key: str, goal: dict[str, Any], measured: str, value: Any) -> dict[str, Any]:
+    """One row of :func:`all_goals`."""
+    return {
+        "group": group,
+        "key": key,
+        "description": goal["description"],
+        "measured": measured,
+        "value": value,
+        "target": goal["target"] if "target" in goal else f"≤ {goal['max_ratio']:.1f}x",
+        "status": goal["status"],
+    }
+
+
 def all_goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Every goal of every group: group, description, measured (text), target, status."""
     goals = []
@@ -227,30 +240,11 @@ def all_goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 measured += " ⚠"
             if goal.get("cpu_normalized") is not None:
                 measured += f" (CPU-normalized {goal['cpu_normalized']:.2f}x)"
-            goals.append(
-                {
-                    "group": group,
-                    "key": goal["key"],
-                    "description": goal["description"],
-                    "measured": measured,
-                    "value": value,
-                    "target": goal["target"],
-                    "status": goal["status"],
-                }
-            )
+            goals.append(_goal(group, goal["key"], goal, measured, value))
     local = results.get("local")
     for goal in [] if local is None else local["goals"]:
-        measured = goal.get("ratio")
         goals.append(
-            {
-                "group": "local",
-                "key": goal["config"],
-                "description": goal["description"],
-                "measured": fmt_ratio(measured),
-                "value": measured,
-                "target": f"≤ {goal['max_ratio']:.1f}x",
-                "status": goal["status"],
-            }
+            _goal("local", goal["config"], goal, fmt_ratio(goal.get("ratio")), goal.get("ratio"))
         )
     records = results.get("records")
     for goal in [] if records is None else records["goals"]:
@@ -261,17 +255,7 @@ def all_goals(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             measured = fmt_ratio(value)
         else:
             measured = f"{value:.2f} ms"
-        goals.append(
-            {
-                "group": "records",
-                "key": goal["key"],
-                "description": goal["description"],
-                "measured": measured,
-                "value": value,
-                "target": goal["target"],
-                "status": goal["status"],
-            }
-        )
+        goals.append(_goal("records", goal["key"], goal, measured, value))
     return goals
 
 

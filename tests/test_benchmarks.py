@@ -22,6 +22,8 @@ from benchmarks.wire import codec, read_var_uint, var_string, var_uint
 
 NODE_PEERS = peers.ensure(install=False)["node"].ok
 PYCRDT_WS_PEER = peers.ensure(install=False)["pycrdt-websocket"].ok
+MACHINE = {"platform": "p", "processor": "c", "cpu_count": 2, "python": "3", "pycrdt": "0"}
+"""The machine of the results the page tests write."""
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -363,13 +365,7 @@ def test_a_records_run_times_a_collection_and_reopens_it(tmp_path: Path) -> None
         "group": "records",
         "mode": "quick",
         "finished": "now",
-        "machine": {
-            "platform": "p",
-            "processor": "c",
-            "cpu_count": 2,
-            "python": "3",
-            "pycrdt": "0",
-        },
+        "machine": MACHINE,
         "parameters": {"records": 300, "ops": 50},
         "result": report,
         "goals": goals,
@@ -396,13 +392,7 @@ def test_the_results_page_lists_every_group_and_marks_losses(tmp_path: Path) -> 
         "group": "relay",
         "mode": "quick",
         "finished": "now",
-        "machine": {
-            "platform": "p",
-            "processor": "c",
-            "cpu_count": 2,
-            "python": "3",
-            "pycrdt": "0",
-        },
+        "machine": MACHINE,
         "parameters": {},
         "goals": goal_results(summaries),
         "summary": [
