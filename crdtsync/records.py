@@ -150,7 +150,8 @@ class Records:
             key = check_record_id(record_id)
         except ValueError:
             return False
-        return self._read(key).live
+        with self._doc.transaction():
+            return self._read(key).live
 
     def __len__(self) -> int:
         """The number of live records."""
@@ -179,7 +180,10 @@ class Records:
 
     def tombstone(self, record_id: str) -> Tombstone | None:
         """The tombstone of ``record_id`` if it is deleted, else None."""
-        return self._tombstone(self._read(check_record_id(record_id)))
+        key = check_record_id(record_id)
+        with self._doc.transaction():
+            state = self._read(key)
+        return self._tombstone(state)
 
     def tombstones(self) -> dict[str, Tombstone]:
         """Every deleted record's tombstone, ``{id: tombstone}``, sorted by id."""

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pycrdt
+import pytest
 from hypothesis import event, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -43,6 +44,10 @@ from crdtsync.records import Records
 from crdtsync.statevector import StateVector, decode_state_vector
 
 from .convergence import D, Network
+
+# The thorough profile runs for minutes (1,000 + 250 examples of 100 steps; about
+# 8 minutes on 2 busy cores); the ci profile takes seconds.
+pytestmark = pytest.mark.timeout(1800)
 
 SIZE = 3
 FIELDS = ("a", "b")
