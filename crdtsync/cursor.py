@@ -8,7 +8,7 @@ encoded, a CRC-32 of the rest, 8 bytes of the collection name's BLAKE2b digest
 
 Which records changed since a cursor, without reading every record: every
 change to a record adds a head (:mod:`crdtsync.registers`) whose id is its Yjs
-id ``<client>.<clock>``, listed in the ``heads`` map. A change the replica did
+id ``<client>.<clock>``, listed with its record in the ``heads`` map. A change the replica did
 not have at the cursor has a clock at or beyond the cursor's state vector for
 its client; so do the heads that replaced it since (they saw it, and a
 replica's state is causally complete: a write is integrated only after what it
@@ -31,6 +31,7 @@ from typing import Any, Final
 
 import pycrdt
 
+from .registers import index_record
 from .statevector import StateVector, decode_state_vector, encode_state_vector
 
 __all__ = ["SCAN_ABOVE", "decode_cursor", "encode_cursor", "heads_since"]
@@ -92,10 +93,11 @@ def heads_since(
         return touched
     with doc.transaction():
         if gap > SCAN_ABOVE and gap > len(heads):
-            for dot, record_id in json.loads(str(heads)).items():
+            for dot, entry in json.loads(str(heads)).items():
+                record_id = index_record(entry)
                 client, _, clock = dot.partition(".")
                 if (
-                    isinstance(record_id, str)
+                    record_id is not None
                     and client.isdigit()
                     and clock.isdigit()
                     and int(clock) >= since.get(int(client), 0)
@@ -105,7 +107,7 @@ def heads_since(
         for client, end in now.items():
             for clock in range(since.get(client, 0), end):
                 dot = f"{client}.{clock}"
-                record_id = heads.get(dot)
-                if isinstance(record_id, str):
+                record_id = index_record(heads.get(dot))
+                if record_id is not None:
                     touched.setdefault(record_id, set()).add(dot)
     return touched

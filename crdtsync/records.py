@@ -27,7 +27,6 @@ first time, then only the records that changed.
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -56,6 +55,8 @@ from .registers import (
     check_record_id,
     check_value,
     head_payload,
+    index_entry,
+    index_summary,
     read_heads,
     written_at,
 )
@@ -316,7 +317,7 @@ class Records:
         id and field. Every replica that has the same writes reports the same list."""
         self._settle(local=True)
         if self._conflicted is None:
-            self._states()
+            self._build_caches()
         assert self._conflicted is not None
         found: list[Conflict] = []
         for record_id in sorted(self._conflicted):
@@ -347,17 +348,36 @@ class Records:
         """Every record (live or deleted), sorted by id; refreshes the caches."""
         self._settle(local=True)
         with self._doc.transaction():
-            ids = {rid for rid in json.loads(str(self._heads)).values() if isinstance(rid, str)}
+            ids = index_summary(str(self._heads)).records
             states = [self._read(record_id) for record_id in sorted(ids)]
         live = {state.record_id for state in states if state.live}
         self._live = live
         self._conflicted = {s.record_id for s in states if s.record_id in live and s.conflicted()}
         return states
 
+    def _build_caches(self) -> None:
+        """The live and conflicted records from one read of the ``heads`` map and reads
+        of the records it cannot vouch for (those with delete/restore heads or two
+        heads of a field): not every record."""
+        with self._doc.transaction():
+            summary = index_summary(str(self._heads))
+            doubtful = summary.maybe_deleted | summary.maybe_conflicted
+            states = {record_id: self._read(record_id) for record_id in doubtful}
+        self._live = {
+            record_id
+            for record_id in summary.records
+            if record_id not in states or states[record_id].live
+        }
+        self._conflicted = {
+            record_id
+            for record_id, state in states.items()
+            if record_id in self._live and state.conflicted()
+        }
+
     def _live_ids(self) -> set[str]:
         self._settle(local=True)
         if self._live is None:
-            self._states()
+            self._build_caches()
         assert self._live is not None
         return self._live
 
@@ -411,7 +431,7 @@ class Records:
                             del heads[head.dot]
                     dot = f"{client}.{clock}"  # the entry's own Yjs id
                     record[dot] = head_payload(field, value, at)
-                    heads[dot] = record_id
+                    heads[dot] = index_entry(record_id, field)
                     dots.add(dot)
                     clock += 2
         except ExceptionGroup as group:
@@ -434,6 +454,9 @@ class Records:
         and after (received) each remote update."""
         now = self._state_vector()
         if now == self._seen:
+            return
+        if not self._events and self._live is None and self._conflicted is None:
+            self._seen = now  # nobody to tell (a first sync of a big collection, say)
             return
         touched = heads_since(self._doc, self._heads, self._seen, now)
         self._seen = now

@@ -8,7 +8,8 @@ them with no crdtsync code and the wire format stays plain Yjs::
     rec:<record id>   Y.Map   one per record: its *heads*, by head id
         "<client>.<clock>" -> {"f": "<field>", "v": <JSON value>, "at": <ms>}   a field write
         "<client>.<clock>" -> {"d": true | false, "at": <ms>}                   a delete / restore
-    heads             Y.Map   every head of every record: head id -> record id
+    heads             Y.Map   every head of every record: head id -> [record id, field]
+                              (field null for a delete / restore head)
     writers           Y.Map   "<client>" -> who writes under that Yjs client id
                               (the writing Replica's replica_id, or any label)
 
@@ -32,11 +33,12 @@ add the new head under its own id in both. In Yjs::
       }
       const key = `${ydoc.clientID}.${Y.getState(ydoc.store, ydoc.clientID)}`
       record.set(key, { f: field, v: value, at: Date.now() })
-      heads.set(key, id)
+      heads.set(key, [id, field])
     })
 
 Deleting and restoring a record write the ``d`` register the same way (its
-heads are the entries with ``d`` instead of ``f``). Register the writer once
+heads are the entries with ``d`` instead of ``f``; their ``heads`` entry is
+``[id, null]``). Register the writer once
 with ``ydoc.getMap('writers').set(String(ydoc.clientID), name)``.
 
 **Reading** (:class:`RecordState`): a record exists once ``rec:<id>`` has a head.
@@ -56,7 +58,8 @@ is what makes the concurrent values visible; deleting exactly the entries a
 writer saw is what makes "saw the previous value" visible. The ``heads`` map
 lets a replica find the records changed since a state vector without reading
 every record: every change adds a head whose id is a clock beyond that state
-vector (see :mod:`crdtsync.cursor`).
+vector (see :mod:`crdtsync.cursor`); and since it names each head's field, one
+read of it tells which records may be deleted or in conflict (:func:`index_summary`).
 
 **Deletes keep the record.** A delete writes a ``d: true`` head and touches no
 field, so an edit made concurrently with a delete lands inside the tombstone;
@@ -85,12 +88,16 @@ __all__ = [
     "Candidate",
     "Conflict",
     "Head",
+    "IndexSummary",
     "RecordState",
     "Tombstone",
     "check_fields",
     "check_record_id",
     "check_value",
     "head_payload",
+    "index_entry",
+    "index_record",
+    "index_summary",
     "read_heads",
     "written_at",
 ]
@@ -202,6 +209,54 @@ def head_payload(field: str | None, value: JSON, at: int) -> dict[str, JSON]:
     if field is DELETED:
         return {"d": bool(value), "at": at}
     return {"f": field, "v": value, "at": at}
+
+
+def index_entry(record_id: str, field: str | None) -> list[str | None]:
+    """The ``heads`` entry of a head of ``field`` of ``record_id``."""
+    return [record_id, field]
+
+
+def index_record(entry: object) -> str | None:
+    """The record id in a ``heads`` entry (None if it is not one)."""
+    if type(entry) is list and entry and type(entry[0]) is str:
+        return entry[0]
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSummary:
+    """What one read of the ``heads`` map tells about every record.
+
+    ``records``: every record with a head; ``maybe_deleted``: those with a head of
+    the deleted register (a delete, or a restore); ``maybe_conflicted``: those
+    with two heads of one field (or an entry that does not name its field).
+    """
+
+    records: set[str]
+    maybe_deleted: set[str]
+    maybe_conflicted: set[str]
+
+
+def index_summary(heads_json: str) -> IndexSummary:
+    """Summarize the ``heads`` map from its JSON (``str(map)``)."""
+    records: set[str] = set()
+    maybe_deleted: set[str] = set()
+    maybe_conflicted: set[str] = set()
+    seen: set[tuple[str, str]] = set()
+    entries = json.loads(heads_json)
+    for entry in entries.values() if isinstance(entries, dict) else ():
+        record_id = index_record(entry)
+        if record_id is None:
+            continue
+        records.add(record_id)
+        field = entry[1] if len(entry) > 1 else ""
+        if field is None:
+            maybe_deleted.add(record_id)
+        elif type(field) is not str or (record_id, field) in seen:
+            maybe_conflicted.add(record_id)
+        else:
+            seen.add((record_id, field))
+    return IndexSummary(records, maybe_deleted, maybe_conflicted)
 
 
 def written_at(at: int | float) -> datetime:

@@ -63,7 +63,7 @@ def layout_write(doc: pycrdt.Doc[Any], record_id: str, field: str, value: Any) -
         clock = _clock(doc)
         key = f"{doc.client_id}.{clock}"
         record[key] = {"f": field, "v": value, "at": int(time.time() * 1000)}
-        heads[key] = record_id
+        heads[key] = [record_id, field]
 
 
 def _clock(doc: pycrdt.Doc[Any]) -> int:

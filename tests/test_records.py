@@ -282,6 +282,9 @@ def test_records_tombstones_conflicts_and_cursors_survive_reopening(
         coll.put("live", {"site": "S-1", "status": "open"})
         coll.put("gone", {"site": "S-2"})
         coll.delete("gone")
+        coll.put("back", {"site": "S-3"})
+        coll.delete("back")
+        coll.restore("back")
         coll.put("both", {"status": "open"})
         sync(a, other)
         coll.update("both", status="a")
@@ -294,6 +297,7 @@ def test_records_tombstones_conflicts_and_cursors_survive_reopening(
         a = disk.reopen(a)
         coll = a.records(C)
         assert (coll.all(), coll.tombstones(), coll.conflicts(), len(coll)) == before
+        assert len(coll) == 3 and list(coll) == ["back", "both", "live"]
         assert coll.changes(since=cursor) == Changes({}, [], cursor)
         coll.update("live", status="done")
         assert coll.changes(since=cursor).upserted == {"live": {"site": "S-1", "status": "done"}}

@@ -364,6 +364,7 @@ class RecordsMachine(RuleBasedStateMachine):
                 for record_id in changes.deleted:
                     rebuilt.pop(record_id, None)
                 assert rebuilt == now, f"r{i}: changes since a snapshot do not lead to now"
+                assert len(coll) == len(now) and list(coll) == list(now)
                 if changes.upserted and changes.deleted:
                     event("changes since a snapshot had upserts and deletes")
                 assert not set(changes.upserted) & set(changes.deleted)

@@ -3,7 +3,7 @@
 // ("Records"). A browser app can copy this file as is.
 //
 //   rec:<id>  Y.Map  head id -> {f, v, at} (a field write) | {d, at} (delete / restore)
-//   heads     Y.Map  head id -> record id
+//   heads     Y.Map  head id -> [record id, field] (field null for a delete / restore head)
 //   writers   Y.Map  String(clientID) -> who writes under that client id
 //
 // A head id is the head entry's own Yjs id, `${clientID}.${clock}`.
@@ -70,7 +70,7 @@ const writeHead = (ydoc, id, field, payload) => {
   }
   const key = `${ydoc.clientID}.${Y.getState(ydoc.store, ydoc.clientID)}`
   record.set(key, payload)
-  heads.set(key, id)
+  heads.set(key, [id, field])
 }
 
 /** Set one field of record `id` (creating the record if needed), in one transaction. */
@@ -84,4 +84,5 @@ export const setDeleted = (ydoc, id, deleted) => {
 }
 
 /** The ids of every record that has a head. */
-export const recordIds = (ydoc) => [...new Set(ydoc.getMap('heads').values())].sort()
+export const recordIds = (ydoc) =>
+  [...new Set([...ydoc.getMap('heads').values()].map((entry) => entry[0]))].sort()
