@@ -9,9 +9,9 @@ edits of random records, and the first applies them as 100 remote updates; then
 ``changes(since=cursor)`` for those 100 records is timed. A fresh worker process
 reopens the store: open time (``Replica(path)`` + ``records()``), the first
 ``get``, ``changes()`` again, and the first ``len()`` and ``conflicts()`` (which
-read every record once). Sizes: the SQLite file + WAL, the document's encoded
-size; RSS of both processes. :mod:`.group` runs it, :mod:`.report` writes the
-table and the goals.
+read the ``heads`` index once, and the records it cannot vouch for). Sizes: the
+SQLite file + WAL, the document's encoded size; RSS of both processes.
+:mod:`.group` runs it, :mod:`.report` writes the table and the goals.
 
     python -m benchmarks.records --records 20000 --out run.json
 """
