@@ -3,7 +3,6 @@ fresh worker process; the goals, the report and ``results/records.json``."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any
 from .. import Mode, RunOptions
 from ..harness.goals import goal_status
 from ..harness.group import run_in_tmpdir
-from ..harness.processes import output_tail, run_module
+from ..harness.processes import run_worker
 from ..harness.stats import ratio
 from .report import render_markdown
 
@@ -42,10 +41,7 @@ class Params:
 
 
 def _worker(arguments: Sequence[str]) -> dict[str, Any]:
-    done = run_module("benchmarks.records", "--worker", *arguments, timeout=WORKER_TIMEOUT_S)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker failed ({done.returncode}): {output_tail(done.stderr, 3)}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_worker("benchmarks.records", *arguments, timeout=WORKER_TIMEOUT_S)
 
 
 def run_once(params: Params, work: Path) -> dict[str, Any]:

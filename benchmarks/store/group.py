@@ -3,7 +3,6 @@ each in a fresh worker process; the report and ``results/store.json``."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +11,7 @@ from typing import Any
 
 from .. import Mode, RunOptions
 from ..harness.group import run_in_tmpdir
-from ..harness.processes import output_tail, run_module
+from ..harness.processes import run_worker
 from .report import render_markdown
 
 __all__ = ["GROUP", "Params", "run", "run_once"]
@@ -37,10 +36,7 @@ class Params:
 
 
 def _worker(arguments: Sequence[str]) -> dict[str, Any]:
-    done = run_module("benchmarks.store", "--worker", *arguments, timeout=WORKER_TIMEOUT_S)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker failed ({done.returncode}): {output_tail(done.stderr, 3)}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_worker("benchmarks.store", *arguments, timeout=WORKER_TIMEOUT_S)
 
 
 def run_once(params: Params, work: Path) -> dict[str, Any]:
