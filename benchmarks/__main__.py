@@ -31,6 +31,7 @@ GROUPS: dict[str, str] = {
     "store": "reopening a replica store holding 1,000 documents",
     "offline": "cold start with 1,000 documents; prefetch of 1,000 small and one 20 MB "
     "document over HTTP",
+    "records": "a collection of 100,000 records: add, update, get, changes(), open, size",
 }
 """Benchmark groups, in the order they run: package name (in this package) -> summary."""
 PEER_GROUPS = ("relay", "sync", "memory", "redis")

@@ -46,6 +46,7 @@ from .errors import (
 )
 from .events import (
     AwarenessReceived,
+    ConflictDetected,
     DocumentFetched,
     DocumentLive,
     DocumentOpened,
@@ -55,6 +56,7 @@ from .events import (
     EventBus,
     LocalUpdate,
     PendingChanged,
+    RecordsChanged,
     RelayErrorInfo,
     RelayErrorReceived,
     ReplicaEvent,
@@ -67,6 +69,8 @@ from .ids import DocId, ReplicaId
 from .link import SyncLink, Token, register_sync
 from .offline import CachedDocument, FetchBackend, RefreshHandle, register_fetch
 from .outbox import PendingBatch
+from .records import Changes, Records
+from .registers import Candidate, Conflict, Tombstone
 from .replica import Durability, Replica
 from .store import MemoryStore, OutboxEntry, SQLiteStore, Store
 
@@ -99,6 +103,10 @@ __all__ = [
     "AuthError",
     "AwarenessReceived",
     "CachedDocument",
+    "Candidate",
+    "Changes",
+    "Conflict",
+    "ConflictDetected",
     "CrdtsyncError",
     "DocId",
     "DocumentFetched",
@@ -119,6 +127,8 @@ __all__ = [
     "PendingBatch",
     "PendingChanged",
     "ProtocolError",
+    "Records",
+    "RecordsChanged",
     "RefreshHandle",
     "RelayEndpointError",
     "RelayErrorInfo",
@@ -144,5 +154,6 @@ __all__ = [
     "SyncStateChanged",
     "SyncStatus",
     "Token",
+    "Tombstone",
     "__version__",
 ]

@@ -24,6 +24,9 @@ Every error the library raises on purpose derives from :class:`CrdtsyncError`::
         └── RelayRefusedError      the relay refused the connection (version, ...)
             └── AuthError          it refused the token (missing, invalid, expired, denied)
 
+``store_error_in(group)`` finds the one :class:`StoreError` such a group carries,
+for the calls (applying a remote update, writing a record) that raise it as is.
+
 Argument mistakes (an empty document id, acknowledging a sequence number that was
 never issued) raise the built-in :class:`ValueError`, as Python itself does.
 
@@ -195,3 +198,16 @@ class DocumentRefusedError(SyncError):
         self.doc_id = doc_id
         self.code = code
         self.message = message
+
+
+def store_error_in(group: BaseExceptionGroup[BaseException]) -> StoreError | None:
+    """The :class:`StoreError` in an ``ExceptionGroup`` that pycrdt raised for a
+    transaction, if it holds store errors only (else None: re-raise the group)."""
+    store_errors = group.subgroup(StoreError)
+    if store_errors is None or len(store_errors.exceptions) != len(group.exceptions):
+        return None
+    first = store_errors.exceptions[0]
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    assert isinstance(first, StoreError)
+    return first

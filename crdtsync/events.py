@@ -24,6 +24,7 @@ from .ids import DocId
 
 __all__ = [
     "AwarenessReceived",
+    "ConflictDetected",
     "DocumentFetched",
     "DocumentLive",
     "DocumentOpened",
@@ -33,6 +34,7 @@ __all__ = [
     "EventBus",
     "LocalUpdate",
     "PendingChanged",
+    "RecordsChanged",
     "RelayErrorInfo",
     "RelayErrorReceived",
     "ReplicaEvent",
@@ -77,6 +79,33 @@ class DocumentOpened:
     replica opened; a connected replica starts syncing it."""
 
     doc_id: DocId
+
+
+@dataclass(frozen=True, slots=True)
+class RecordsChanged:
+    """Records of ``collection`` were added, edited, deleted or restored, by this
+    replica (``local``) or by others (received through sync).
+
+    ``upserted_ids``: the records now live; ``deleted_ids``: the records now deleted
+    (including deleted records edited inside their tombstone). Reported once the
+    change is stored, after the transaction (the collection can be read from the
+    callback); sorted ids.
+    """
+
+    collection: str
+    upserted_ids: tuple[str, ...]
+    deleted_ids: tuple[str, ...]
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictDetected:
+    """A received change made ``field`` of record ``record_id`` in ``collection`` hold
+    concurrent values (see ``Records.conflicts()``), or added one to a conflict."""
+
+    collection: str
+    record_id: str
+    field: str
 
 
 class SyncStatus(enum.Enum):
@@ -259,6 +288,8 @@ ReplicaEvent = (
     PendingChanged
     | LocalUpdate
     | DocumentOpened
+    | RecordsChanged
+    | ConflictDetected
     | StatusChanged
     | DocumentSynced
     | DocumentLive

@@ -67,6 +67,7 @@ from .link import Connectable, SyncLink
 from .offline import OfflineReplica
 from .outbox import PendingBatch, merge_outbox
 from .recording import OpenDocument
+from .records import Records
 from .store.base import (
     EMPTY_SNAPSHOT,
     DocumentInfo,
@@ -152,6 +153,7 @@ class Replica(OfflineReplica, Connectable):
         self.compact_min_bytes = compact_min_bytes
         self._replica_id = store.replica_id()
         self._docs: dict[DocId, OpenDocument] = {}
+        self._collections: dict[DocId, Records] = {}
         self.events = EventBus()
         """Where this replica and its sync connection report events (see :meth:`observe`)."""
         self.presence = AwarenessBook()
@@ -301,6 +303,18 @@ class Replica(OfflineReplica, Connectable):
         state.discard(rejected)
         state.auto_compact()
         return state
+
+    def records(self, name: str) -> Records:
+        """The records collection ``name``, kept in the document of that id (opened
+        if needed; the same object for the same name). See :mod:`crdtsync.records`.
+        """
+        key = check_doc_id(name)
+        collection = self._collections.get(key)
+        if collection is None:
+            state = self._state(key)
+            collection = Records(key, state, self.events, self._replica_id)
+            self._collections[key] = collection
+        return collection
 
     def client_id(self, doc_id: str) -> int:
         """The 32-bit pycrdt client id this replica writes ``doc_id`` under.
@@ -466,6 +480,10 @@ class Replica(OfflineReplica, Connectable):
         The events (every one is exported from ``crdtsync``):
         :class:`~crdtsync.events.PendingChanged`, :class:`~crdtsync.events.LocalUpdate`
         and :class:`~crdtsync.events.DocumentOpened` from the replica itself;
+        :class:`~crdtsync.events.RecordsChanged` and
+        :class:`~crdtsync.events.ConflictDetected` from its records collections
+        (:meth:`records`; delivered after the transaction, when the collection can
+        be read);
         :class:`~crdtsync.events.StatusChanged`,
         :class:`~crdtsync.events.DocumentSynced`,
         :class:`~crdtsync.events.DocumentLive`,

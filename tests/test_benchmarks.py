@@ -27,6 +27,8 @@ from .redis_server import need_redis
 
 NODE_PEERS = peers.ensure(install=False)["node"].ok
 PYCRDT_WS_PEER = peers.ensure(install=False)["pycrdt-websocket"].ok
+MACHINE = {"platform": "p", "processor": "c", "cpu_count": 2, "python": "3", "pycrdt": "0"}
+"""The machine of the results the page tests write."""
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -347,6 +349,39 @@ def test_a_store_run_reopens_every_document(tmp_path: Path) -> None:
     assert report["store_bytes"] > report["encoded_bytes"] > 0
 
 
+def test_a_records_run_times_a_collection_and_reopens_it(tmp_path: Path) -> None:
+    out = tmp_path / "records.json"
+    result = run("benchmarks.records", "--records", "300", "--ops", "50", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["status"] == "ok", report["failure"]
+    created, reopened = report["create"], report["reopen"]
+    assert created["changes_count"] == reopened["changes_count"] == 100
+    assert reopened["len"] == 300
+    assert created["store_bytes"] > created["encoded_bytes"] > 0
+    for key in ("add_us", "update_us", "raw_set_us", "get_us", "changes_ms"):
+        assert created[key] > 0
+    from benchmarks.records.group import goal_results  # noqa: PLC0415
+    from benchmarks.records.report import render_markdown  # noqa: PLC0415
+
+    goals = goal_results(report)
+    assert [g["status"] in ("met", "not met") for g in goals] == [True, True]
+    data = {
+        "group": "records",
+        "mode": "quick",
+        "finished": "now",
+        "machine": MACHINE,
+        "parameters": {"records": 300, "ops": 50},
+        "result": report,
+        "goals": goals,
+    }
+    assert "changes() for 100 changed records" in render_markdown(data)
+    (tmp_path / "records.json").write_text(json.dumps(data))
+    page = write_page(tmp_path).read_text()
+    assert "`records`: quick run" in page
+    assert "update() of one field vs the raw pycrdt Map set" in page
+
+
 def test_the_results_page_lists_every_group_and_marks_losses(tmp_path: Path) -> None:
     """RESULTS.md from group JSON: the side-by-side table, goals not met under
     *Where we lose*, a FAILED run without a number."""
@@ -362,13 +397,7 @@ def test_the_results_page_lists_every_group_and_marks_losses(tmp_path: Path) -> 
         "group": "relay",
         "mode": "quick",
         "finished": "now",
-        "machine": {
-            "platform": "p",
-            "processor": "c",
-            "cpu_count": 2,
-            "python": "3",
-            "pycrdt": "0",
-        },
+        "machine": MACHINE,
         "parameters": {},
         "goals": goal_results(summaries),
         "summary": [
