@@ -19,6 +19,7 @@ def test_the_library_depends_on_three_packages_and_the_relay_extra_on_the_rest()
         "PyJWT[crypto]",
         "redis[hiredis]",
         "prometheus-client",
+        "h11",
     }
 
 
@@ -36,7 +37,7 @@ async def main():
     replica.close()
 
 asyncio.run(main())
-loaded = {"jwt", "cryptography", "redis", "prometheus_client"} & set(sys.modules)
+loaded = {"jwt", "cryptography", "redis", "prometheus_client", "h11", "httpx"} & set(sys.modules)
 print(sorted(loaded))
 """
     done = subprocess.run(
