@@ -1,7 +1,8 @@
 # crdtsync: the two commands of README.md, and a few more.
 #   make relay  the main job: the relay on 127.0.0.1:8765, stored in relay-data/relay.db
 #   make test   lint, type-check and the whole test suite
-# Each target installs what it needs into .venv first.
+# Each target installs what it needs into .venv first: the library with the relay's
+# extra (crdtsync[relay]) and the test and dev tools.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -18,17 +19,28 @@ $(STAMP): pyproject.toml
 	  echo "python3 -m venv failed; installing python3-venv with apt-get"; \
 	  apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,dev]'
+	$(PY) -m pip install --quiet -e '.[relay,test,dev]'
 	@touch $(STAMP)
 
 HOST  ?= 127.0.0.1
 PORT  ?= 8765
 STORE ?= sqlite:///relay-data/relay.db
+# Off loopback the relay refuses to run open. Give it keys to require tokens
+# (SECRET_FILE=path of 'kid=secret' lines, README "Access control"), or accept an
+# open relay on the network with INSECURE=1. RELAY_FLAGS passes any other flag.
+SECRET_FILE ?=
+INSECURE    ?=
+RELAY_FLAGS ?=
+RELAY_AUTH   = $(if $(SECRET_FILE),--require-auth --secret-file $(SECRET_FILE)) $(if $(INSECURE),--insecure)
 
 run: relay
 
 relay: $(STAMP)
-	$(PY) -m relay --host $(HOST) --port $(PORT) --store $(STORE)
+	@$(PY) -m relay --host $(HOST) --port $(PORT) --store $(STORE) $(RELAY_AUTH) $(RELAY_FLAGS) || { \
+	  status=$$?; \
+	  case "$(HOST)" in 127.*|localhost|::1) ;; *) [ -n "$(SECRET_FILE)$(INSECURE)" ] || \
+	    echo "make relay HOST=$(HOST): add SECRET_FILE=keys (tokens required) or INSECURE=1" >&2;; esac; \
+	  exit $$status; }
 
 demo: $(STAMP)
 	$(PY) -m crdtsync demo
@@ -74,8 +86,19 @@ node-missing:
 	  exit 1; fi
 	@echo "node/npm not found: the Yjs interop tests (tests/test_yjs_interop.py) will be skipped"
 
+# The Redis tests start private redis-server processes: install the Debian package
+# when the binary is missing (CI is root on Debian; elsewhere, say why they skip).
+.PHONY: redis-server
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server not found: installing the Debian package redis-server"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server) \
+	    >/dev/null || { \
+	    if [ "$$CI" = "true" ]; then echo "could not install redis-server" >&2; exit 1; fi; \
+	    echo "could not install redis-server: the Redis tests will be skipped"; }; }
+
 # pytest exits 5 when it collects no tests: not a failure of the build.
-pytest: $(STAMP) $(PYTEST_NODE)
+pytest: $(STAMP) $(PYTEST_NODE) redis-server
 	$(VENV)/bin/pytest; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 

@@ -25,13 +25,18 @@ GROUPS: dict[str, str] = {
     "sync": "catch-up after 1k/10k/100k offline edits and a late joiner on the editing trace, "
     "every server",
     "memory": "server RSS per idle connection and per loaded document, and after unloading",
+    "redis": "the relay on Redis vs SQLite, 1 vs 2 relay processes on Redis, and Hocuspocus "
+    "with extension-redis (CPU per delivery including Redis's)",
     "local": "local edits: bare pycrdt vs crdtsync Replica in each durability mode",
     "store": "reopening a replica store holding 1,000 documents",
+    "offline": "cold start with 1,000 documents; prefetch of 1,000 small and one 20 MB "
+    "document over HTTP",
+    "records": "a collection of 100,000 records: add, update, get, changes(), open, size",
     "joins": "replicas joining a large document at once: relay memory per joiner, /health "
     "latency meanwhile (our relay)",
 }
 """Benchmark groups, in the order they run: package name (in this package) -> summary."""
-PEER_GROUPS = ("relay", "sync", "memory")
+PEER_GROUPS = ("relay", "sync", "memory", "redis")
 """Groups that compare servers (and need the peers installed)."""
 
 

@@ -9,7 +9,7 @@ the project's environment, and pinned by files committed in
   the server is ``peer_servers/pycrdt_ws_server.py``.
 - ``.peers/node/``: ``@y/websocket-server`` and ``@hocuspocus/server`` from npm
   (``package.json`` + ``package-lock.json``, installed with ``npm ci``), and the
-  two server scripts ``peer_servers/*.mjs`` copied beside their ``node_modules``.
+  three server scripts ``peer_servers/*.mjs`` copied beside their ``node_modules``.
 
 :func:`ensure` is idempotent: a stamp file in each folder holds a digest of the
 files it was installed from, and nothing is reinstalled while it matches.
@@ -61,8 +61,16 @@ NODE_FILES = (
     "package-lock.json",
     "y_websocket_server.mjs",
     "hocuspocus_server.mjs",
+    "hocuspocus_redis_server.mjs",
 )
-NODE_PACKAGES = ("@y/websocket-server", "@hocuspocus/server", "yjs", "y-protocols", "ws")
+NODE_PACKAGES = (
+    "@y/websocket-server",
+    "@hocuspocus/server",
+    "@hocuspocus/extension-redis",
+    "yjs",
+    "y-protocols",
+    "ws",
+)
 
 
 @dataclass(frozen=True, slots=True)

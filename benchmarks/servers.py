@@ -185,6 +185,11 @@ class ServerProcess:
         return self.url
 
     @property
+    def urls(self) -> list[str]:
+        """Every URL serving the same documents (one process: its own)."""
+        return [self.url]
+
+    @property
     def pid(self) -> int:
         """The server's process id."""
         assert self.proc is not None

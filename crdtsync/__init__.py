@@ -20,16 +20,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from .attachments import AttachmentInfo, Attachments
 from .errors import (
+    AttachmentCorruptError,
+    AttachmentError,
+    AttachmentTooLargeError,
     AuthError,
     CrdtsyncError,
+    DocumentNotCachedError,
+    DocumentRefusedError,
+    FetchError,
     InvalidUpdateError,
     ProtocolError,
+    RelayEndpointError,
     RelayRefusedError,
+    RelayUnreachableError,
     ReplicaClosedError,
     StoreCorruptError,
     StoreError,
     StoreLockedError,
+    StoreUnavailableError,
     StoreVersionError,
     StoreWriteError,
     SyncError,
@@ -37,50 +47,82 @@ from .errors import (
 )
 from .events import (
     AwarenessReceived,
+    ConflictDetected,
+    DocumentFetched,
     DocumentLive,
     DocumentOpened,
     DocumentOverLimit,
+    DocumentRefused,
     DocumentRestricted,
     DocumentSynced,
     EventBus,
     LocalUpdate,
     PendingChanged,
+    RecordsChanged,
     RelayErrorInfo,
     RelayErrorReceived,
     ReplicaEvent,
     StatusChanged,
+    SyncState,
+    SyncStateChanged,
     SyncStatus,
 )
 from .ids import DocId, ReplicaId
 from .link import SyncLink, Token, register_sync
+from .offline import CachedDocument, FetchBackend, RefreshHandle, register_fetch
 from .outbox import PendingBatch
+from .records import Changes, Records
+from .registers import Candidate, Conflict, Tombstone
 from .replica import Durability, Replica
 from .store import MemoryStore, OutboxEntry, SQLiteStore, Store
 
 __version__ = "0.1.0"
 
 
-def _connector(replica: Replica, url: str, **options: Any) -> SyncLink:
+def _connector(replica: Replica, url: str | list[str], **options: Any) -> SyncLink:
     """The sync link :meth:`Replica.connect` makes: imported on first use."""
     from .sync.client import Connector  # noqa: PLC0415 - websockets only once an app connects
 
     return Connector(replica, url, **options)
 
 
+def _fetch_backend() -> FetchBackend:
+    """Prefetch, refresh and attachment transfer over HTTP: imported on first use."""
+    from .sync.fetch import BACKEND  # noqa: PLC0415 - HTTP client only once an app fetches
+
+    return BACKEND
+
+
 register_sync(_connector)
+register_fetch(_fetch_backend)
 
 __all__ = [
+    "AttachmentCorruptError",
+    "AttachmentError",
+    "AttachmentInfo",
+    "AttachmentTooLargeError",
+    "Attachments",
     "AuthError",
     "AwarenessReceived",
+    "CachedDocument",
+    "Candidate",
+    "Changes",
+    "Conflict",
+    "ConflictDetected",
     "CrdtsyncError",
     "DocId",
+    "DocumentFetched",
     "DocumentLive",
+    "DocumentNotCachedError",
     "DocumentOpened",
     "DocumentOverLimit",
+    "DocumentRefused",
+    "DocumentRefusedError",
     "DocumentRestricted",
     "DocumentSynced",
     "Durability",
     "EventBus",
+    "FetchError",
     "InvalidUpdateError",
     "LocalUpdate",
     "MemoryStore",
@@ -88,9 +130,14 @@ __all__ = [
     "PendingBatch",
     "PendingChanged",
     "ProtocolError",
+    "Records",
+    "RecordsChanged",
+    "RefreshHandle",
+    "RelayEndpointError",
     "RelayErrorInfo",
     "RelayErrorReceived",
     "RelayRefusedError",
+    "RelayUnreachableError",
     "Replica",
     "ReplicaClosedError",
     "ReplicaEvent",
@@ -101,12 +148,16 @@ __all__ = [
     "StoreCorruptError",
     "StoreError",
     "StoreLockedError",
+    "StoreUnavailableError",
     "StoreVersionError",
     "StoreWriteError",
     "SyncError",
     "SyncLink",
+    "SyncState",
+    "SyncStateChanged",
     "SyncStatus",
     "Token",
+    "Tombstone",
     "TooManyDocumentsError",
     "__version__",
 ]

@@ -17,25 +17,32 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from .ids import DocId
 
 __all__ = [
     "AwarenessReceived",
+    "ConflictDetected",
+    "DocumentFetched",
     "DocumentLive",
     "DocumentOpened",
     "DocumentOverLimit",
+    "DocumentRefused",
     "DocumentRestricted",
     "DocumentSynced",
     "EventBus",
     "LocalUpdate",
     "PendingChanged",
+    "RecordsChanged",
     "RelayErrorInfo",
     "RelayErrorReceived",
     "ReplicaEvent",
     "SessionEvent",
     "StatusChanged",
+    "SyncState",
+    "SyncStateChanged",
     "SyncStatus",
 ]
 
@@ -75,6 +82,33 @@ class DocumentOpened:
     doc_id: DocId
 
 
+@dataclass(frozen=True, slots=True)
+class RecordsChanged:
+    """Records of ``collection`` were added, edited, deleted or restored, by this
+    replica (``local``) or by others (received through sync).
+
+    ``upserted_ids``: the records now live; ``deleted_ids``: the records now deleted
+    (including deleted records edited inside their tombstone). Reported once the
+    change is stored, after the transaction (the collection can be read from the
+    callback); sorted ids.
+    """
+
+    collection: str
+    upserted_ids: tuple[str, ...]
+    deleted_ids: tuple[str, ...]
+    local: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictDetected:
+    """A received change made ``field`` of record ``record_id`` in ``collection`` hold
+    concurrent values (see ``Records.conflicts()``), or added one to a conflict."""
+
+    collection: str
+    record_id: str
+    field: str
+
+
 class SyncStatus(enum.Enum):
     """Where a replica stands with its relay, from the app's point of view."""
 
@@ -90,9 +124,12 @@ class SyncStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class StatusChanged:
-    """The session's overall :class:`SyncStatus` changed."""
+    """The session's overall :class:`SyncStatus` changed. ``state``: the replica's
+    whole :class:`SyncState` at that moment (None when the session reports it
+    before the replica adds it)."""
 
     status: SyncStatus
+    state: SyncState | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +226,69 @@ class AwarenessReceived:
     payload: bytes
 
 
+# -- offline apps: what a UI shows (issue 15) -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncState:
+    """Everything a UI needs to say "offline / saving / uploaded / failed, retry",
+    totalled across documents and attachments (:attr:`crdtsync.Replica.sync_state`).
+
+    ``status``: the connection (:class:`SyncStatus`). ``pending_documents`` /
+    ``pending_updates``: documents with unacknowledged local changes, and how many
+    changes. ``pending_attachments``: attachments stored here and not yet on the
+    relay. ``last_synced_at``: when the replica last had everything acknowledged
+    while connected (kept across restarts). ``last_error``: what failed last (a
+    :class:`~crdtsync.errors.CrdtsyncError`; None once connected again).
+    ``attempts``: connection attempts since the last success. ``next_attempt_at``:
+    when the next one is due (None unless waiting; ``retry_now()`` skips the wait).
+    ``refused``: documents whose changes the relay refuses for good, with the
+    relay's error code (``read_only``, ``permission_denied``, ...): see ``reset()``.
+    """
+
+    status: SyncStatus
+    pending_documents: int
+    pending_updates: int
+    pending_attachments: int
+    last_synced_at: datetime | None
+    last_error: Exception | None
+    attempts: int
+    next_attempt_at: datetime | None
+    refused: tuple[tuple[DocId, str], ...] = ()
+
+    @property
+    def pending(self) -> bool:
+        """True if anything (a change or an attachment) waits to be uploaded."""
+        return bool(self.pending_updates or self.pending_attachments)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncStateChanged:
+    """:attr:`crdtsync.Replica.sync_state` changed: ``state`` is the new one."""
+
+    state: SyncState
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRefused:
+    """The relay refuses ``doc_id``'s local changes for good on this connection
+    (``code``: ``read_only``, ``permission_denied``, ``document_too_large``, ...).
+    They stay stored and pending; :meth:`crdtsync.Replica.reset` drops them."""
+
+    doc_id: DocId
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentFetched:
+    """``doc_id``'s data came from the relay over HTTP (prefetch or refresh) and is
+    stored; ``fetched_at`` is when (also :meth:`crdtsync.Replica.fetched_at`)."""
+
+    doc_id: DocId
+    fetched_at: datetime
+
+
 SessionEvent = (
     StatusChanged
     | DocumentSynced
@@ -204,12 +304,17 @@ ReplicaEvent = (
     PendingChanged
     | LocalUpdate
     | DocumentOpened
+    | RecordsChanged
+    | ConflictDetected
     | StatusChanged
     | DocumentSynced
     | DocumentLive
     | DocumentRestricted
     | DocumentOverLimit
     | RelayErrorReceived
+    | SyncStateChanged
+    | DocumentRefused
+    | DocumentFetched
 )
 """Every event type a replica reports to :meth:`crdtsync.Replica.observe`."""
 
@@ -222,10 +327,12 @@ class EventBus:
     registration order; one that raises is logged and the others still run.
     """
 
-    __slots__ = ("_observers",)
+    __slots__ = ("_emitting", "_observers", "_queued")
 
     def __init__(self) -> None:
         self._observers: list[Callable[[ReplicaEvent], None]] = []
+        self._queued: list[ReplicaEvent] = []
+        self._emitting = False
 
     def __bool__(self) -> bool:
         """True if anyone observes (lets hot paths skip building events)."""
@@ -242,7 +349,22 @@ class EventBus:
         return unobserve
 
     def emit(self, event: ReplicaEvent) -> None:
-        """Deliver ``event`` to every observer."""
+        """Deliver ``event`` to every observer. An event emitted by an observer is
+        delivered after the current one has reached every observer, so all
+        observers see events in one order."""
+        if self._emitting:
+            self._queued.append(event)
+            return
+        self._emitting = True
+        try:
+            self._deliver(event)
+            while self._queued:
+                self._deliver(self._queued.pop(0))
+        finally:
+            self._emitting = False
+            self._queued.clear()
+
+    def _deliver(self, event: ReplicaEvent) -> None:
         for callback in list(self._observers):
             try:
                 callback(event)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import NewType
 
-__all__ = ["MAX_DOC_ID_BYTES", "DocId", "ReplicaId", "check_doc_id"]
+__all__ = ["MAX_DOC_ID_BYTES", "DocId", "ReplicaId", "check_doc_id", "new_client_id"]
 
 DocId = NewType("DocId", str)
 """The id of a document, e.g. ``"inspection-42"``."""
@@ -34,3 +35,8 @@ def check_doc_id(doc_id: str) -> DocId:
     if size > MAX_DOC_ID_BYTES:
         raise ValueError(f"document id is {size} bytes long; the limit is {MAX_DOC_ID_BYTES}")
     return DocId(doc_id)
+
+
+def new_client_id() -> int:
+    """A random non-zero 32-bit pycrdt client id, as Yjs uses."""
+    return secrets.randbits(32) or 1

@@ -12,7 +12,7 @@ when an app first connects.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
@@ -38,7 +38,12 @@ class SyncLink(Protocol):
 
     @property
     def url(self) -> str:
-        """The relay's address."""
+        """The address of the relay in use (or tried next)."""
+        ...
+
+    @property
+    def urls(self) -> list[str]:
+        """Every relay address, in the order they are tried."""
         ...
 
     @property
@@ -77,7 +82,8 @@ class SyncLink(Protocol):
 
 
 LinkFactory = Callable[..., SyncLink]
-"""``factory(replica, url, *, token=..., **options)`` makes a :class:`SyncLink`."""
+"""``factory(replica, urls, *, token=..., **options)`` makes a :class:`SyncLink`
+(``urls``: a non-empty list of relay addresses)."""
 
 
 @dataclass(slots=True)
@@ -110,7 +116,7 @@ class Connectable:
 
     async def connect(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: Token = None,
         max_frame: int | None = None,
@@ -119,10 +125,16 @@ class Connectable:
         first_attempt_timeout: float = 2.0,
     ) -> None:
         """Start syncing every open document (and every one opened later) with the
-        relay at ``url`` (``ws://host:port`` or ``wss://...``).
+        relay at ``url`` (``ws://host:port`` or ``wss://...``), or with one of the
+        relays of a list (``["ws://relay-a:8765", "ws://relay-b:8765"]``: relays
+        sharing one store, see the README's "Running several relays on Redis").
 
         The connection is made, and remade after any failure with capped
-        exponential backoff, in the background until :meth:`disconnect`. Watch
+        exponential backoff, in the background until :meth:`disconnect`. With a
+        list, each attempt after a failure goes to the next relay (in order,
+        wrapping), after the same backoff; a relay that closes the connection
+        because it restarts (close code 1012) is left for the next one at once.
+        :attr:`status` and :meth:`wait_synced` work the same either way. Watch
         :attr:`status`, or await :meth:`wait_synced`. Half-open connections are
         detected with websocket pings every ``ping_interval`` seconds.
         ``max_frame``: the largest frame sent (default: the protocol's, lowered to
@@ -137,9 +149,13 @@ class Connectable:
         relay that refuses the token makes this raise
         :class:`~crdtsync.errors.AuthError` (fatal: no retry loop). Offline or
         slow networks do not raise: syncing carries on in the background.
-        Raises ``RuntimeError`` if already connected.
+        Raises ``RuntimeError`` if already connected, ``ValueError`` for an empty
+        list of URLs.
         """
         self._check_open()
+        urls = [url] if isinstance(url, str) else list(url)
+        if not urls or not all(isinstance(one, str) and one for one in urls):
+            raise ValueError(f"connect() needs a relay URL or a non-empty list of them: {url!r}")
         if self._link is not None and self._link.running:
             raise RuntimeError(f"already connected to {self._link.url}")
         factory = _SYNC.link_factory
@@ -152,7 +168,7 @@ class Connectable:
         }
         if max_frame is not None:
             options["max_frame"] = max_frame
-        link = factory(self, url, **options)
+        link = factory(self, urls, **options)
         self._link = link
         link.start()
         try:

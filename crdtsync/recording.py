@@ -15,7 +15,7 @@ dependencies are missing. The log is folded into a snapshot when it outgrew it
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import pycrdt
 
 from .compaction import compact_document
 from .document import EMPTY_UPDATE, LiveDocument, compact_threshold
-from .errors import InvalidUpdateError, ReplicaClosedError, StoreError
+from .errors import InvalidUpdateError, ReplicaClosedError, StoreError, store_error_in
 from .events import EventBus, LocalUpdate, PendingChanged
 from .ids import DocId
 from .store.base import DocumentInfo, EntryKind, NewEntry, Store
@@ -60,6 +60,7 @@ class OpenDocument:
         "live",
         "log_bytes",
         "remote",
+        "settle",
         "stored",
         "unsaved",
     )
@@ -95,6 +96,10 @@ class OpenDocument:
         """Entries stored since the document was opened."""
         self.closed = False
         """Set when the replica closes: changes can no longer be stored."""
+        self.settle: Callable[[bool], None] | None = None
+        """Called before (with True) and after (False) each received update is
+        applied, once the document can be read: a records collection reports what
+        changed (:mod:`crdtsync.records`). None for other documents."""
         live.integrate_with(self._integrate_remote)
         live.doc.observe(self.on_transaction)
 
@@ -187,6 +192,15 @@ class OpenDocument:
 
     def apply_remote(self, update: bytes) -> bool:
         """See :meth:`crdtsync.Replica.apply_remote`."""
+        if self.settle is None:
+            return self._apply_remote(update)
+        self.settle(True)
+        try:
+            return self._apply_remote(update)
+        finally:
+            self.settle(False)
+
+    def _apply_remote(self, update: bytes) -> bool:
         live = self.live
         summary = live.summarize(update)
         before = self.stored
@@ -213,10 +227,10 @@ class OpenDocument:
         try:
             doc.apply_update(update)
         except ExceptionGroup as group:
-            store_errors = group.subgroup(StoreError)
-            if store_errors is not None and len(store_errors.exceptions) == len(group.exceptions):
-                raise store_errors.exceptions[0] from group
-            raise
+            error = store_error_in(group)
+            if error is None:
+                raise
+            raise error from group
         finally:
             self.remote = False
 

@@ -35,14 +35,17 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import time
 import warnings
 import weakref
 from collections.abc import Callable
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal
 
 import pycrdt
 
+from .attachments import DEFAULT_MAX_ATTACHMENT_BYTES
 from .awareness import AwarenessBook
 from .compaction import rebuild_document
 from .document import (
@@ -61,8 +64,10 @@ from .events import (
 )
 from .ids import DocId, ReplicaId, check_doc_id
 from .link import Connectable, SyncLink
+from .offline import OfflineReplica
 from .outbox import PendingBatch, merge_outbox
 from .recording import OpenDocument
+from .records import Records
 from .store.base import (
     EMPTY_SNAPSHOT,
     DocumentInfo,
@@ -88,7 +93,7 @@ def _new_client_id() -> int:
     return secrets.randbits(32) or 1
 
 
-class Replica(Connectable):
+class Replica(OfflineReplica, Connectable):
     """A local replica: opens documents from a durable store and records every change.
 
     ``Replica(path)`` opens or creates an SQLite store at ``path``.
@@ -101,6 +106,13 @@ class Replica(Connectable):
     bytes appended since the last compaction exceed both this and the snapshot's
     size.
 
+    Offline apps (see :mod:`crdtsync.offline`): ``evict_after`` drops, when the
+    replica opens and after each prefetch, the local copy of documents unused
+    (not opened or fetched) for that long with nothing pending (see
+    :meth:`evict`). Attachments are kept beside an SQLite store, in
+    ``<path>.attachments/`` (in memory otherwise), up to ``max_attachment_bytes``
+    each. ``clock`` (seconds since the epoch) is injectable for tests.
+
     Use as a context manager, or call :meth:`close`.
     """
 
@@ -111,7 +123,12 @@ class Replica(Connectable):
         *,
         store: Store | None = None,
         compact_min_bytes: int = DEFAULT_COMPACT_MIN_BYTES,
+        evict_after: timedelta | None = None,
+        max_attachment_bytes: int = DEFAULT_MAX_ATTACHMENT_BYTES,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        if evict_after is not None and evict_after <= timedelta(0):
+            raise ValueError(f"evict_after must be positive, not {evict_after}")
         if durability not in ("normal", "full", "memory"):
             raise ValueError(f"durability must be 'normal', 'full' or 'memory', not {durability!r}")
         if store is not None:
@@ -136,13 +153,21 @@ class Replica(Connectable):
         self.compact_min_bytes = compact_min_bytes
         self._replica_id = store.replica_id()
         self._docs: dict[DocId, OpenDocument] = {}
+        self._collections: dict[DocId, Records] = {}
         self.events = EventBus()
         """Where this replica and its sync connection report events (see :meth:`observe`)."""
         self.presence = AwarenessBook()
         """The awareness objects of this replica's documents (see :meth:`awareness`)."""
         self._closed = False
         self._link: SyncLink | None = None
+        self._offline_init(
+            store.path if isinstance(store, SQLiteStore) else None,
+            clock=clock,
+            evict_after=evict_after,
+            max_attachment_bytes=max_attachment_bytes,
+        )
         logger.debug("replica %s opened (durability=%s)", self._replica_id, durability)
+        self._auto_evict()
 
     # -- identity and lifecycle ------------------------------------------------
 
@@ -222,19 +247,27 @@ class Replica(Connectable):
         """Ids of the documents opened since this replica opened, in opening order."""
         return list(self._docs)
 
-    def open(self, doc_id: str) -> pycrdt.Doc[Any]:
+    def open(self, doc_id: str, *, offline_only: bool = False) -> pycrdt.Doc[Any]:
         """Return the document ``doc_id``, loaded from the store (created if new).
 
         No network is involved. Opening the same id again returns the same
         ``pycrdt.Doc`` object. Every transaction on it is stored before the
-        call that made it returns.
+        call that made it returns. ``offline_only=True``: raise
+        :class:`~crdtsync.errors.DocumentNotCachedError` instead of creating a
+        document the store does not have (never fetched, or evicted).
         """
         self._check_open()
         key = check_doc_id(doc_id)
         state = self._docs.get(key)
         if state is None:
+            if offline_only:
+                self._check_cached(key)
             state = self._load(key)
             self._docs[key] = state
+            try:
+                self._store.touch(key, opened_at=self._clock())
+            except StoreError as exc:  # a timestamp, never a change: opening goes on
+                logger.warning("could not record the opening of %r: %s", key, exc)
             if self.events:
                 self.events.emit(DocumentOpened(key))
         return state.doc
@@ -245,9 +278,10 @@ class Replica(Connectable):
             info = self._store.create_document(doc_id, _new_client_id())
             stored = StoredDocument(info, EMPTY_SNAPSHOT, 0, [])
             logger.debug("created document %r (client id %d)", doc_id, info.client_id)
-        elif self._store.unclean:
+        elif stored.info.rotate:
             # Writes the store reported durable may be lost (power loss in "normal"
-            # durability) while peers have them: never reuse their clocks.
+            # durability) while peers have them: never reuse their clocks. The store
+            # flags every document after an unclean shutdown, until each is rotated.
             info = self._store.set_client_id(doc_id, _new_client_id())
             logger.warning(
                 "document %r: new client id %d after an unclean shutdown (was %d)",
@@ -269,6 +303,18 @@ class Replica(Connectable):
         state.discard(rejected)
         state.auto_compact()
         return state
+
+    def records(self, name: str) -> Records:
+        """The records collection ``name``, kept in the document of that id (opened
+        if needed; the same object for the same name). See :mod:`crdtsync.records`.
+        """
+        key = check_doc_id(name)
+        collection = self._collections.get(key)
+        if collection is None:
+            state = self._state(key)
+            collection = Records(key, state, self.events, self._replica_id)
+            self._collections[key] = collection
+        return collection
 
     def client_id(self, doc_id: str) -> int:
         """The 32-bit pycrdt client id this replica writes ``doc_id`` under.
@@ -434,6 +480,10 @@ class Replica(Connectable):
         The events (every one is exported from ``crdtsync``):
         :class:`~crdtsync.events.PendingChanged`, :class:`~crdtsync.events.LocalUpdate`
         and :class:`~crdtsync.events.DocumentOpened` from the replica itself;
+        :class:`~crdtsync.events.RecordsChanged` and
+        :class:`~crdtsync.events.ConflictDetected` from its records collections
+        (:meth:`records`; delivered after the transaction, when the collection can
+        be read);
         :class:`~crdtsync.events.StatusChanged`,
         :class:`~crdtsync.events.DocumentSynced`,
         :class:`~crdtsync.events.DocumentLive`,
@@ -442,5 +492,12 @@ class Replica(Connectable):
         :class:`~crdtsync.events.RelayErrorReceived` while connected. Events caused
         by an edit arrive during pycrdt's commit of it: do not read or change the
         document from the callback (see :mod:`crdtsync.events`).
+
+        Offline apps: :class:`~crdtsync.events.SyncStateChanged` (carrying a
+        :class:`~crdtsync.events.SyncState`), :class:`~crdtsync.events.DocumentRefused`
+        and :class:`~crdtsync.events.DocumentFetched`.
         """
-        return self.events.observe(callback)
+        unobserve = self.events.observe(callback)
+        if not self._closed:
+            self._sync_tracker()  # SyncStateChanged needs the tracker
+        return unobserve

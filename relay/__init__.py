@@ -10,6 +10,15 @@ Run it with ``crdtsync-relay`` (or ``python -m relay``), or embed it::
 """
 
 from .limits import Limits
+
+try:
+    import jwt  # noqa: F401
+    import prometheus_client  # noqa: F401
+except ImportError as exc:  # pragma: no cover - an install without the relay extra
+    raise ImportError(
+        f"the crdtsync relay needs its extra: pip install 'crdtsync[relay]' ({exc})"
+    ) from exc
+
 from .rooms import Hub
 from .server import DEFAULT_STORE, Relay
 from .storage import MemoryStorage, RelayStorage, SQLiteStorage, StoredRoom, open_storage

@@ -1,11 +1,18 @@
 """The ``crdtsync-relay`` command (also ``python -m relay``).
 
     crdtsync-relay --host 127.0.0.1 --port 8765 --store sqlite:///relay-data/relay.db
+    crdtsync-relay --port 8765 --store redis://127.0.0.1:6379/0 --require-auth  # several relays
     crdtsync-relay --require-auth --secret-file keys ...     # tokens required
     crdtsync-relay token --sub inspector-7 --docs 'site-12/*:rw' --ttl 3600
+    crdtsync-relay admin --store URL list | info DOC | export DOC | import DOC | compact DOC
+    crdtsync-relay admin --store URL verify
+
+Every flag can also come from the environment (``CRDTSYNC_PORT=8765``...; see
+:mod:`relay.config`).
 
 Runs until SIGTERM or SIGINT, then shuts down gracefully: stops accepting,
-stores (and acknowledges) what was received, closes connections with 1001.
+stores (and acknowledges) what was received, closes connections with 1012
+(service restart: clients move to another relay at once).
 """
 
 from __future__ import annotations
@@ -23,8 +30,12 @@ from crdtsync.errors import StoreError
 from crdtsync.sync.protocol import DEFAULT_MAX_DOCS, DEFAULT_MAX_FRAME
 
 from .auth import ENV_SECRET, KeyRing, authenticator, issue_token, load_keyring
+from .config import parse_args
 from .limits import Limits
+from .logs import configure_logging
+from .offline import OfflineOptions
 from .server import DEFAULT_STORE, Relay
+from .storage import open_storage
 
 __all__ = ["main"]
 
@@ -36,8 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="crdtsync-relay",
         description="Run the crdtsync relay: a websocket server that stores, acknowledges and "
         "forwards CRDT updates between replicas.",
-        epilog="Store URLs: sqlite:///relative/path.db, sqlite:////absolute/path.db, memory:// "
-        "(add ?synchronous=normal to a sqlite URL to skip the fsync per commit).",
+        epilog="Store URLs: sqlite:///relative/path.db, sqlite:////absolute/path.db, "
+        "redis://[:password@]host:port/db (several relays share it; option ?prefix=name), "
+        "memory:// (add ?synchronous=normal to a sqlite URL to skip the fsync per commit). "
+        "Every flag can also be set in the environment: CRDTSYNC_ and the flag's name in "
+        "capitals (CRDTSYNC_MAX_FRAME=...). Subcommands: 'crdtsync-relay token --help', "
+        "'crdtsync-relay admin --help'.",
     )
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
@@ -46,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, default=8765, help="port (default: %(default)s; 0 = any free)"
     )
     parser.add_argument("--store", default=DEFAULT_STORE, help="storage URL (default: %(default)s)")
+    parser.add_argument(
+        "--redis-volatile",
+        action="store_true",
+        help="accept a Redis that does not fsync every write before replying (appendonly "
+        "yes + appendfsync always); an ACK then promises only what that Redis keeps "
+        "(README: 'Running several relays on Redis')",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=10.0,
+        help="on SIGTERM, seconds to store what was received before closing connections "
+        "with 1012 anyway (default: %(default)s)",
+    )
     parser.add_argument(
         "--max-frame",
         type=int,
@@ -159,6 +188,26 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="offer permessage-deflate (the frame limit applies after decompression)",
     )
+    offline = parser.add_argument_group("offline apps: /fetch and /attachments/ (see README.md)")
+    offline.add_argument(
+        "--max-fetch-bytes",
+        type=int,
+        default=OfflineOptions().max_fetch_bytes,
+        help="largest /fetch response; larger documents come in pages (default: %(default)s)",
+    )
+    offline.add_argument(
+        "--max-attachment-bytes",
+        type=int,
+        default=OfflineOptions().max_attachment_bytes,
+        help="largest attachment kept (default: %(default)s)",
+    )
+    offline.add_argument(
+        "--attachments",
+        default=None,
+        metavar="DIR",
+        help="directory of attachment files (default: beside the SQLite store, "
+        "e.g. relay.db.attachments/)",
+    )
     auth = parser.add_argument_group("access (see SECURITY.md)")
     auth.add_argument(
         "--require-auth",
@@ -204,6 +253,12 @@ def _parser() -> argparse.ArgumentParser:
         default="INFO",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="default: %(default)s",
+    )
+    parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text, or one JSON object per line for log shippers (default: %(default)s)",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
@@ -280,10 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["token"]:
         return _token(arguments[1:])
-    args = _parser().parse_args(arguments)
-    logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if arguments[:1] == ["admin"]:
+        from .admin import main as admin  # noqa: PLC0415 - only for the subcommand
+
+        return admin(arguments[1:])
+    args = parse_args(_parser(), arguments)
+    configure_logging(args.log_level, args.log_format)
     try:
         limits = Limits(
             max_frame=args.max_frame,
@@ -311,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(args.tls_cert, args.tls_key)
         relay = Relay(
-            args.store,
+            open_storage(args.store, redis_volatile=args.redis_volatile),
             host=args.host,
             port=args.port,
             limits=limits,
@@ -324,6 +381,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             insecure=args.insecure,
             ssl_context=context,
             origins=args.origin,
+            drain_timeout=args.drain_timeout,
+            offline=OfflineOptions(
+                max_fetch_bytes=args.max_fetch_bytes,
+                max_attachment_bytes=args.max_attachment_bytes,
+                attachments=args.attachments,
+            ),
         )
         asyncio.run(_serve(relay))
     except ValueError as exc:

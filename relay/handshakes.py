@@ -124,10 +124,10 @@ class HandshakeGuard:
         self._expired.tick()
 
     def _evict(self, address: str, limit: str) -> bool:
-        """Close ``address``'s oldest connection that has not sent its request;
+        """Close ``address``'s oldest connection that has not sent a request line;
         False if there is none."""
         pending = self._by_address.get(address, {})
-        victim = next((c for c in pending if c.request is None), None)
+        victim = next((c for c in pending if not c.spoke), None)
         if victim is None:
             return False
         self.refusals[TOO_MANY_HANDSHAKES] += 1
@@ -155,16 +155,22 @@ class RelayConnection(ServerConnection):
     limits: ClassVar[Limits]
 
     @classmethod
-    def bind(cls, guard: HandshakeGuard, limits: Limits) -> type[RelayConnection]:
-        """A subclass reporting to ``guard`` and parsing within ``limits``."""
+    def bind(
+        cls, guard: HandshakeGuard, limits: Limits, base: type[ServerConnection] = ServerConnection
+    ) -> type[RelayConnection]:
+        """A subclass reporting to ``guard`` and parsing within ``limits``, over
+        ``base`` (another connection class of the relay: its own methods run
+        within these)."""
         bound: type[RelayConnection] = type(
-            "BoundRelayConnection", (cls,), {"guard": guard, "limits": limits}
+            "BoundRelayConnection", (cls, base), {"guard": guard, "limits": limits}
         )
         return bound
 
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
         super().__init__(protocol, *args, **kwargs)
         self.address = ""
+        self.spoke = False
+        """It sent a whole request line (websockets', or an HTTP route's)."""
         self.request_bytes = 0
         """Bytes of the request line and headers (they count before authentication)."""
         # Replace websockets' request parser before any byte has arrived.
@@ -176,6 +182,11 @@ class RelayConnection(ServerConnection):
         self.address = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
         super().connection_made(transport)
         self.guard.opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.spoke and b"\n" in data:
+            self.spoke = True
+        super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.done(self)
@@ -234,13 +245,17 @@ class RelayConnection(ServerConnection):
 
 
 def connection_factory(
-    refusals: Counter[str], limits: Limits, total: int
+    refusals: Counter[str],
+    limits: Limits,
+    total: int,
+    base: type[ServerConnection] = ServerConnection,
 ) -> tuple[HandshakeGuard, type[RelayConnection]]:
-    """The guard of one relay and the connection class reporting to it."""
+    """The guard of one relay and the connection class reporting to it (over
+    ``base``, see :meth:`RelayConnection.bind`)."""
     guard = HandshakeGuard(
         refusals,
         total=total,
         per_address=limits.max_handshakes_per_address,
         timeout=limits.auth_timeout,
     )
-    return guard, RelayConnection.bind(guard, limits)
+    return guard, RelayConnection.bind(guard, limits, base)

@@ -5,6 +5,11 @@ Every request reaches :meth:`HttpFront.process_request` first (websockets'
 
 - ``GET /health``: liveness for anyone; the figures need a token when the relay
   requires tokens;
+- ``GET /healthz``: 200 while the process runs; ``GET /readyz``: 200 while the
+  relay takes work, else 503 with the reason (:mod:`relay.readiness`); ``GET
+  /metrics``: Prometheus text format (:mod:`relay.metrics`), with a token when
+  the relay requires tokens. These three come before every other check but
+  the method;
 - ``GET /docs/<doc id>``: the document's current state as one Yjs update
   (``application/octet-stream``), with read access when tokens are required;
 
@@ -54,6 +59,8 @@ logger = logging.getLogger("relay.http")
 NATIVE_PATH = "/"
 DOCS_PREFIX = "/docs/"
 """``GET /docs/<doc id>``: the document's current state as one Yjs update."""
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+"""Prometheus' text exposition format."""
 YJS_PREFIX = "/yjs/"
 """y-websocket clients connect to ``YJS_PREFIX + <doc id>`` (percent-decoded)."""
 PROBE_PATHS = frozenset({"/health", "/healthz", "/readyz", "/metrics"})
@@ -81,6 +88,8 @@ class HttpFront:
         *,
         authenticate: Authenticate | None,
         connections: Callable[[], int],
+        readiness: Callable[[], str | None] = lambda: None,
+        metrics: Callable[[], bytes] | None = None,
         figures: Callable[[], dict[str, object]] = dict,
     ) -> None:
         self.hub = hub
@@ -90,6 +99,10 @@ class HttpFront:
         self.limits = limits
         self.authenticate = authenticate
         self.connections = connections
+        self.readiness = readiness
+        """Why the relay takes no work now (None: ready), for ``/readyz``."""
+        self.metrics = metrics
+        """The ``/metrics`` body (None: no metrics)."""
         self.stopping = False
         """Set while the relay shuts down: upgrades get 503."""
         self._per_address: dict[str, int] = {}
@@ -123,6 +136,9 @@ class HttpFront:
         path, _, query = request.path.partition("?")
         if request.method != "GET":
             return self._bad_method(connection, request.method, path)
+        probe = self._operations(connection, request, path, query)
+        if probe is not None:
+            return probe
         limit = self.limits.max_connections_per_address
         if (
             limit
@@ -167,6 +183,37 @@ class HttpFront:
             return response
         logger.info("%s: unknown HTTP method %r for %s", peer(connection), method[:32], path)
         return _text(connection, http.HTTPStatus.BAD_REQUEST, f"unknown HTTP method {method!r}")
+
+    # -- operations: probes and metrics -------------------------------------------------
+
+    def _operations(
+        self, connection: ServerConnection, request: Request, path: str, query: str
+    ) -> Response | None:
+        """``/healthz``, ``/readyz`` and ``/metrics`` (None for any other path)."""
+        if path == "/healthz":
+            return _text(connection, http.HTTPStatus.OK, "ok")
+        if path == "/readyz":
+            reason = self.readiness()
+            if reason is None:
+                return _text(connection, http.HTTPStatus.OK, "ready")
+            return _text(connection, http.HTTPStatus.SERVICE_UNAVAILABLE, f"not ready: {reason}")
+        if path == "/metrics" and self.metrics is not None:
+            return self._metrics(connection, request, query, self.metrics)
+        return None
+
+    def _metrics(
+        self,
+        connection: ServerConnection,
+        request: Request,
+        query: str,
+        render: Callable[[], bytes],
+    ) -> Response:
+        """``GET /metrics``: with tokens required, any valid token may read them."""
+        if self.authenticate is not None:
+            access = self._check_token(connection, request, query, None)
+            if isinstance(access, Response):
+                return access
+        return _body(connection, render(), METRICS_CONTENT_TYPE)
 
     def _check_token(
         self, connection: ServerConnection, request: Request, query: str, doc_id: DocId | None

@@ -19,6 +19,7 @@ from crdtsync.document import LiveDocument
 from crdtsync.ids import DocId
 from crdtsync.statevector import DeleteSet, StateVector
 from crdtsync.sync.protocol import Awareness, Subscribe, Unsubscribe, Update
+from crdtsync.update import UpdateSummary
 
 from .presence import Presence
 from .session import RelaySession
@@ -28,6 +29,7 @@ __all__ = [
     "MAX_HELD",
     "MAX_HELD_BYTES",
     "LiveSnapshot",
+    "Remote",
     "Room",
     "RoomState",
     "SharedDiff",
@@ -72,9 +74,20 @@ class Write:
     room: Room | None = None
     claims: list[tuple[int, str]] = field(default_factory=list)
     """``(client id, subject)`` authorship claims this update makes (stored with it)."""
+    received: float = 0.0
+    """The hub's clock when the update arrived (ACK latency)."""
 
 
-RoomRequest = Subscribe | Update | Unsubscribe | Awareness
+@dataclass(frozen=True, slots=True)
+class Remote:
+    """An update another relay process stored (shared storage), waiting for the
+    room to load; ``entry_id`` is its log id (0: not a log entry)."""
+
+    update: bytes
+    entry_id: int
+
+
+RoomRequest = Subscribe | Update | Unsubscribe | Awareness | Remote
 
 
 @dataclass(slots=True, eq=False)
@@ -114,6 +127,7 @@ class Room:
     waiting_bytes: int = 0
     presence: Presence = field(default_factory=Presence)
     claims: dict[int, str] = field(default_factory=dict)  # client id -> owning subject
+    load_delayed: bool = False  # waiting sessions were told storage is unreachable
     syncing: int = 0  # large syncs in progress or waiting (the room stays loaded)
     diffs: dict[bytes, SharedDiff] = field(default_factory=dict)  # by client state vector
 
@@ -138,6 +152,38 @@ class Room:
         self.log = [(entry.id, len(entry.update)) for entry in stored.updates]
         self.log_bytes = stored.log_bytes
         self.state = RoomState.READY
+
+    def stored(self, entry_id: int, size: int) -> None:
+        """A log entry of ``size`` bytes is in storage (here or by another relay)."""
+        self.log.append((entry_id, size))
+        self.log_bytes += size
+
+    def compacted(self, snapshot_bytes: int, upto: int) -> None:
+        """A snapshot of ``snapshot_bytes`` covering the log up to ``upto`` is stored."""
+        self.compacting = False
+        self.snapshot_bytes = snapshot_bytes
+        self.log = [(entry_id, size) for entry_id, size in self.log if entry_id > upto]
+        self.log_bytes = sum(size for _, size in self.log)
+
+    def claims_for(self, subject: str, summary: UpdateSummary) -> list[tuple[int, str]]:
+        """The client ids under which the update summarized adds content the room
+        lacks, claimed for ``subject``. Raises ``PermissionError`` if one is owned by
+        another subject (client-id poisoning: advancing someone else's clock would
+        make the room ignore that client's real updates)."""
+        claims: list[tuple[int, str]] = []
+        have = self.live.state_vector()
+        for client, spans in summary.ranges.items():
+            if not spans or spans[-1][1] <= have.get(client, 0):
+                continue  # nothing new under this client id
+            owner = self.claims.get(client)
+            if owner is None:
+                claims.append((client, subject))
+            elif owner != subject:
+                raise PermissionError(
+                    f"client id {client} belongs to another subject; "
+                    "a replica writes only under its own client ids"
+                )
+        return claims
 
     def __repr__(self) -> str:
         return f"<Room {self.doc_id!r} {self.state.value} {len(self.subscribers)} subscribers>"

@@ -40,11 +40,10 @@ from crdtsync.errors import InvalidUpdateError
 from crdtsync.ids import DocId
 from crdtsync.statevector import doc_state
 from crdtsync.sync.protocol import Awareness, ErrorCode, Hello, Subscribe, Unsubscribe, Update
-from crdtsync.update import UpdateSummary
 
 from .limits import Limits
 from .presence import decode_awareness
-from .room import LiveSnapshot, Room, RoomRequest, RoomState, Write
+from .room import LiveSnapshot, Remote, Room, RoomRequest, RoomState, Write
 from .session import CLOSE_INTERNAL, Authenticate, RelaySession, Request
 from .storage.base import StoredRoom
 from .syncs import Syncs
@@ -59,8 +58,9 @@ class Hub:
 
     ``on_load(doc_id)`` asks the host to load a room; ``on_write()`` says that
     writes are waiting; ``on_compact(doc_id)`` says a room's log outgrew its
-    snapshot. The host answers through :meth:`loaded`, :meth:`written`,
-    :meth:`compacted` and their ``*_failed`` counterparts.
+    snapshot; ``on_unload(doc_id)`` says a room left memory. The host answers
+    through :meth:`loaded`, :meth:`written`, :meth:`compacted` and their
+    ``*_failed`` counterparts.
     """
 
     def __init__(
@@ -72,6 +72,7 @@ class Hub:
         on_load: Callable[[DocId], None] = lambda doc_id: None,
         on_write: Callable[[], None] = lambda: None,
         on_compact: Callable[[DocId], None] = lambda doc_id: None,
+        on_unload: Callable[[DocId], None] = lambda doc_id: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         authenticate: Authenticate | None = None,
@@ -93,12 +94,25 @@ class Hub:
         self.on_load = on_load
         self.on_write = on_write
         self.on_compact = on_compact
+        self.on_unload = on_unload
+        """Called with the id of every room dropped from memory (unloaded when idle,
+        or dropped after a failed load or write)."""
         self.rooms: dict[DocId, Room] = {}
         self.sessions: set[RelaySession] = set()
         self.syncs = Syncs(limits, self._join)
         """Large sync answers, sent in pieces (:mod:`relay.syncs`)."""
         self._writes: list[Write] = []
         self.bytes_received = 0
+        """Bytes of every message received (metrics)."""
+        self.updates_received = 0
+        """Updates received from clients (metrics)."""
+        self.updates_stored = 0
+        """Writes stored (metrics)."""
+        self.deliveries = 0
+        """Updates queued for a subscriber by fan-out (metrics)."""
+        self.remote_updates = 0
+        """Updates other relay processes stored, applied here (metrics)."""
+        self._bytes_sent_closed = 0
         self._now = 0.0  # the host's time at the last unload_idle()
 
     # -- connections ---------------------------------------------------------------------
@@ -133,7 +147,9 @@ class Hub:
     def close_session(self, session: RelaySession) -> None:
         """The connection ended: remove it from every room (its pending ACKs are dropped;
         the client resends what was not acknowledged)."""
-        self.sessions.discard(session)
+        if session in self.sessions:
+            self.sessions.discard(session)
+            self._bytes_sent_closed += session.bytes_sent
         for doc_id in session.subscriptions:
             room = self.rooms.get(doc_id)
             if room is not None:
@@ -172,39 +188,19 @@ class Hub:
                 room.waiting_bytes += size
 
     def _handle(self, room: Room, session: RelaySession | None, request: RoomRequest) -> None:
-        if isinstance(request, Update) and session is None:
-            self._remote(room, request.update)
-        elif isinstance(request, Update):
+        if isinstance(request, Remote):
+            self._remote(room, request.update, request.entry_id)
+        elif isinstance(request, Update) and session is not None:
             self._update(room, session, request.update, request.seq)
         elif isinstance(request, Subscribe) and session is not None:
-            self._subscribe(room, session, request.state_vector)
+            self.syncs.answer(room, session, request.state_vector)
         elif isinstance(request, Awareness) and session is not None:
             self._awareness(room, session, request.payload)
         elif isinstance(request, Unsubscribe) and session is not None:
             self._leave(room, session)
 
-    def _subscribe(self, room: Room, session: RelaySession, state_vector: bytes) -> None:
-        """Answer a SUBSCRIBE (see :mod:`relay.syncs` for large answers); the
-        session joins the room's fan-out once it has its SYNC."""
-        if room.doc_id not in session.subscriptions:
-            return  # unsubscribed or closed while the room was loading
-        if session.greet(room.doc_id, room.doc):
-            self._join(room, session)
-            return
-        large = self.syncs.is_large(room, state_vector)
-        if large or session.backlog > self.limits.sync_piece_bytes:
-            self.syncs.start(room, session, state_vector, large=large)  # with flow control
-            return
-        self.syncs.cancel(session, room.doc_id)  # a new SUBSCRIBE replaces a stream
-        update = room.doc.get_update(state_vector)
-        if len(update) > self.limits.sync_piece_bytes:  # larger than the room's size said
-            self.syncs.start(room, session, state_vector, large=True, encoded=update)
-            return
-        session.sync(room.doc_id, update, room.doc.get_state())
-        self._join(room, session)
-
     def _join(self, room: Room, session: RelaySession) -> None:
-        """``session`` has its SYNC: from now on it gets the room's updates."""
+        """``session`` has its SYNC (``Syncs.answer``): now it gets the room's updates."""
         if session in room.subscribers or room.doc_id not in session.subscriptions:
             return  # a resync on the same connection
         room.subscribers[session] = None
@@ -215,16 +211,6 @@ class Hub:
         logger.info(
             "%r subscribed to %r (%d subscribers)", session, room.doc_id, len(room.subscribers)
         )
-
-    def feed(self, session: RelaySession) -> bool:
-        """The I/O layer can take more of ``session``'s syncs (its connection has
-        drained): queue the next piece, or do a bounded step towards it. True
-        while there is more; ``session.on_sync`` says when there is again."""
-        return self.syncs.feed(session)
-
-    def sync_pending(self, session: RelaySession) -> bool:
-        """True if :meth:`feed` has something to do for ``session``."""
-        return self.syncs.pending(session)
 
     def _leave(self, room: Room, session: RelaySession) -> None:
         self.syncs.cancel(session, room.doc_id)
@@ -285,12 +271,14 @@ class Hub:
             if frame is None:
                 frame = frames[other.wire] = other.encode_update(room.doc_id, update)
             other.push(frame)
+        self.deliveries += len(room.subscribers) - (sender in room.subscribers)
 
     def _update(
         self, room: Room, session: RelaySession | None, update: bytes, seq: int | None
     ) -> None:
         if seq is None and update == EMPTY_UPDATE:
             return  # y-protocols' "nothing to add" sync step 2: nothing to store or send
+        self.updates_received += 1
         size = room.snapshot_bytes + room.log_bytes + len(update)
         if size > self.limits.max_doc_bytes:
             if session is not None:
@@ -311,7 +299,7 @@ class Hub:
         claims: list[tuple[int, str]] = []
         if self.authorship and session is not None and session.access is not None:
             try:
-                claims = self._claims(room, session.access.subject, summary)
+                claims = room.claims_for(session.access.subject, summary)
             except PermissionError as exc:
                 logger.warning("%r: update for %r refused: %s", session, room.doc_id, exc)
                 session.reject(room.doc_id, seq, ErrorCode.AUTHORSHIP, str(exc))
@@ -339,6 +327,7 @@ class Hub:
         for client, subject in claims:
             room.claims[client] = subject
         last = len(store) - 1
+        now = self.clock()
         for index, data in enumerate(store):
             self._writes.append(
                 Write(
@@ -348,31 +337,11 @@ class Hub:
                     seq if index == last else None,
                     room,
                     claims if index == 0 else [],
+                    now,
                 )
             )
         room.writes_in_flight += len(store)
         self.on_write()
-
-    @staticmethod
-    def _claims(room: Room, subject: str, summary: UpdateSummary) -> list[tuple[int, str]]:
-        """The client ids under which the update summarized adds content the room
-        lacks, claimed for ``subject``. Raises ``PermissionError`` if one is owned by
-        another subject (client-id poisoning: advancing someone else's clock would
-        make the room ignore that client's real updates)."""
-        claims: list[tuple[int, str]] = []
-        have = room.live.state_vector()
-        for client, spans in summary.ranges.items():
-            if not spans or spans[-1][1] <= have.get(client, 0):
-                continue  # nothing new under this client id
-            owner = room.claims.get(client)
-            if owner is None:
-                claims.append((client, subject))
-            elif owner != subject:
-                raise PermissionError(
-                    f"client id {client} belongs to another subject; "
-                    "a replica writes only under its own client ids"
-                )
-        return claims
 
     def tick(self) -> None:
         """Time passes (the host calls this about every second): authentication
@@ -380,26 +349,32 @@ class Hub:
         for session in list(self.sessions):
             session.tick()
 
-    def remote_update(self, doc_id: DocId, update: bytes) -> None:
-        """An update another relay process stored (shared storage): apply and fan out
-        to every subscriber here; it is not stored again."""
+    def remote_update(self, doc_id: DocId, update: bytes, entry_id: int = 0) -> None:
+        """An update another relay process stored under log id ``entry_id`` (shared
+        storage; 0: not a log entry, e.g. a snapshot): apply and fan out to every
+        subscriber here; it is not stored again. Its size counts towards the room's
+        compaction as if it had been stored here."""
         room = self.rooms.get(doc_id)
         if room is None:
             return  # not loaded here: storage already has it
         if room.state is RoomState.LOADING:
-            room.waiting.append((None, Update(doc_id, update)))
+            room.waiting.append((None, Remote(update, entry_id)))
             return
-        self._remote(room, update)
+        self._remote(room, update, entry_id)
 
-    def _remote(self, room: Room, update: bytes) -> None:
+    def _remote(self, room: Room, update: bytes, entry_id: int) -> None:
         try:
             applied = room.live.apply(update)
         except InvalidUpdateError as exc:
             logger.warning("%r: invalid update from another relay process: %s", room, exc)
             return
+        self.remote_updates += 1
         if applied.integrated is not None:
             for data in (applied.integrated, *applied.released.integrated):
                 self._fanout(room, None, data)
+        if entry_id:
+            room.stored(entry_id, len(update))
+            self._check_compaction(room)
 
     # -- loading -------------------------------------------------------------------------
 
@@ -428,6 +403,8 @@ class Hub:
         for session, request in waiting:
             if session is None or session in self.sessions:
                 self._handle(room, session, request)
+        if not room.subscribers and room.idle_since is None:
+            room.idle_since = self._now  # everyone left while it loaded: unload it in time
         self._check_compaction(room)
 
     def load_failed(self, doc_id: DocId, error: BaseException) -> None:
@@ -435,6 +412,7 @@ class Hub:
         room = self.rooms.pop(doc_id, None)
         if room is None:
             return
+        self.on_unload(doc_id)
         logger.error("could not load room %r: %s", doc_id, error)
         # Fatal for the connections that wait: they reconnect after a backoff and
         # try again (the failure may be transient), resending what is unacknowledged.
@@ -457,12 +435,12 @@ class Hub:
         """``writes`` are durably stored under ``ids``: send the ACKs they release."""
         acks: dict[tuple[RelaySession, DocId], int] = {}
         touched: dict[DocId, Room] = {}
+        self.updates_stored += len(writes)
         for write, entry_id in zip(writes, ids, strict=True):
             room = write.room
             if room is not None and self.rooms.get(write.doc_id) is room:
                 room.writes_in_flight -= 1
-                room.log.append((entry_id, len(write.update)))
-                room.log_bytes += len(write.update)
+                room.stored(entry_id, len(write.update))
                 touched[write.doc_id] = room
             sender = write.sender
             if sender is not None and write.seq is not None:
@@ -496,14 +474,44 @@ class Hub:
                 continue  # already dropped (and maybe reloaded from storage since)
             del self.rooms[room.doc_id]
             doc_id = room.doc_id
-            sessions = [
-                *room.subscribers,
-                *(s for s, _ in room.waiting if s is not None),
-                *self.syncs.cancel_room(room),
-            ]
+            self.on_unload(doc_id)
+            sessions = [*room.subscribers, *(s for s, _ in room.waiting if s is not None)]
+            sessions += self.syncs.cancel_room(room)  # its syncs in progress too
             for session in sessions:
                 session.fail(CLOSE_INTERNAL, ErrorCode.STORAGE_FAILED, "storage failed; retry")
             logger.warning("room %r dropped after a storage failure; it reloads on demand", doc_id)
+
+    def storage_unavailable(self, writes: Sequence[Write], error: BaseException) -> None:
+        """Storage cannot be reached; the host keeps ``writes`` and retries them (no
+        ACK until stored). Tells each sender once per document (ERROR
+        storage_unavailable, not fatal: nothing to resend)."""
+        told: set[tuple[RelaySession, DocId]] = set()
+        for write in writes:
+            sender = write.sender
+            if sender is not None and write.seq is not None and (sender, write.doc_id) not in told:
+                told.add((sender, write.doc_id))
+                sender.notice(
+                    ErrorCode.STORAGE_UNAVAILABLE,
+                    f"storage unreachable ({error}); kept, acknowledged once stored",
+                    write.doc_id,
+                )
+
+    def load_delayed(self, doc_id: DocId, error: BaseException) -> bool:
+        """Storage cannot be reached to load ``doc_id``; the host retries. Tells who
+        waits for the room (once). False if the room is no longer waiting to load
+        (the host stops retrying)."""
+        room = self.rooms.get(doc_id)
+        if room is None or room.state is not RoomState.LOADING:
+            return False
+        if not room.load_delayed:
+            room.load_delayed = True
+            for session in dict.fromkeys(s for s, _ in room.waiting if s is not None):
+                session.notice(
+                    ErrorCode.STORAGE_UNAVAILABLE,
+                    f"storage unreachable ({error}); the document loads once it is back",
+                    doc_id,
+                )
+        return True
 
     # -- compaction ----------------------------------------------------------------------
 
@@ -536,10 +544,7 @@ class Hub:
         room = self.rooms.get(doc_id)
         if room is None:
             return
-        room.compacting = False
-        room.snapshot_bytes = snapshot_bytes
-        room.log = [(entry_id, size) for entry_id, size in room.log if entry_id > upto]
-        room.log_bytes = sum(size for _, size in room.log)
+        room.compacted(snapshot_bytes, upto)
 
     def compaction_failed(self, doc_id: DocId, error: BaseException) -> None:
         """Compaction did not happen (logged); it is tried again after more writes."""
@@ -557,6 +562,11 @@ class Hub:
         if room is None or room.state is not RoomState.READY:
             return None
         return room.doc.get_update()
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes of every frame handed to a connection's writer (metrics)."""
+        return self._bytes_sent_closed + sum(session.bytes_sent for session in self.sessions)
 
     @property
     def queued_bytes(self) -> int:
@@ -582,6 +592,7 @@ class Hub:
             ):
                 del self.rooms[doc_id]
                 done.append(doc_id)
+                self.on_unload(doc_id)
         if done:
             logger.info("unloaded %d idle room(s)", len(done))
         return done

@@ -12,7 +12,8 @@ This module accepts connections and moves their bytes:
   clocks.
 
 HTTP endpoints and the checks before an upgrade are :mod:`relay.http`; room
-loads, group commit and compaction are :mod:`relay.persistence`.
+loads, group commit and compaction are :mod:`relay.persistence`; readiness
+(``/readyz``) is :mod:`relay.readiness` and ``/metrics`` :mod:`relay.metrics`.
 
 Use ``async with Relay(...) as relay:`` or ``await relay.start()`` /
 ``await relay.stop()``; ``python -m relay`` runs it from the command line.
@@ -42,9 +43,19 @@ from crdtsync.sync.protocol import ErrorCode
 from .handshakes import HandshakeGuard, connection_factory
 from .http import NATIVE_PATH, YJS_PREFIX, HttpFront, peer, yjs_doc_id
 from .listener import Listener, listen, quiet_accept_errors, raise_open_file_limit
+from .metrics import RelayMetrics
+from .offline import OfflineEndpoints, OfflineOptions
 from .persistence import Persistence
+from .readiness import Readiness
 from .rooms import Hub
-from .session import CLOSE_POLICY, CLOSE_UNSUPPORTED_DATA, Authenticate, Limits, RelaySession
+from .session import (
+    CLOSE_POLICY,
+    CLOSE_SERVICE_RESTART,
+    CLOSE_UNSUPPORTED_DATA,
+    Authenticate,
+    Limits,
+    RelaySession,
+)
 from .storage import RelayStorage, open_storage
 from .yjs import YjsSession
 
@@ -70,9 +81,12 @@ class Relay:
     y-websocket protocol on ``ws://host:port/yjs/<doc id>``.
 
     ``storage`` is a storage URL (``sqlite:///relay-data/relay.db``,
-    ``sqlite:////abs/path.db``, ``memory://``) or a :class:`RelayStorage`.
+    ``sqlite:////abs/path.db``, ``redis://host:6379/0``, ``memory://``) or a
+    :class:`RelayStorage`. ``drain_timeout``: seconds :meth:`stop` waits for what
+    was received to be stored before closing connections anyway.
     ``port=0`` picks a free port (read it back from :attr:`port`).
     ``idle_timeout``: seconds a room without subscribers stays in memory.
+    ``offline``: limits of the offline-app endpoints (``/fetch``, ``/attachments/``).
     """
 
     def __init__(
@@ -95,6 +109,8 @@ class Relay:
         ssl_context: ssl.SSLContext | None = None,
         origins: Sequence[str] | None = None,
         compression: bool = False,
+        drain_timeout: float = 10.0,
+        offline: OfflineOptions | None = None,
     ) -> None:
         if authenticate is None and not insecure and not _is_loopback(host):
             raise ValueError(
@@ -129,6 +145,10 @@ class Relay:
             authorship=authorship,
         )
         self.persistence = Persistence(self.hub, self.storage, commit_delay=commit_delay)
+        self.drain_timeout = drain_timeout
+        self.readiness = Readiness(self.relay_id, self.persistence, lambda: self._stopping)
+        """Whether the relay takes work (``/readyz``); ``await relay.readiness.wait()``."""
+        self.metrics = RelayMetrics(self.hub, self.persistence, lambda: self.readiness.ready)
         self.connections: set[ServerConnection] = set()
         self.guard: HandshakeGuard | None = None
         """Connections still in the HTTP handshake (from :meth:`start`)."""
@@ -138,7 +158,13 @@ class Relay:
             limits,
             authenticate=authenticate,
             connections=lambda: len(self.connections),
+            readiness=self.readiness.reason,
+            metrics=self.metrics.render,
             figures=self._figures,
+        )
+        # Offline apps: POST /fetch and /attachments/ over plain HTTP (relay.offline).
+        self.offline = OfflineEndpoints(
+            self.hub, self.storage, authenticate=authenticate, options=offline
         )
         self._server: Server | None = None
         self._restore_handler: Callable[[], None] | None = None
@@ -166,15 +192,21 @@ class Relay:
     async def start(self) -> None:
         """Open storage and start listening."""
         await self.storage.open()
+        self.offline.open()
         # Updates other relay processes stored (shared storage such as Redis) reach
         # this process's rooms; single-process backends never call it.
         self.storage.on_remote(self.hub.remote_update)
         self.persistence.start()
         loop = asyncio.get_running_loop()
         self._janitor = loop.create_task(self._janitor_loop(), name="relay janitor")
+        self.readiness.started = True
+        self._spawn(self.readiness.watch(), "relay readiness")
         files = raise_open_file_limit()
         self.guard, connection = connection_factory(
-            self.hub.refusals, self.limits, self._handshake_limit(files)
+            self.hub.refusals,
+            self.limits,
+            self._handshake_limit(files),
+            base=self.offline.connection_class,  # /fetch and /attachments/ first
         )
         try:
             sock = self._listener = listen(self.host, self._requested_port)
@@ -266,16 +298,18 @@ class Relay:
         return allowed
 
     async def stop(self) -> None:
-        """Graceful shutdown: stop accepting, store what was received (sending its
-        ACKs), close every connection with 1001, close storage."""
+        """Graceful shutdown (drain): stop accepting, store what was received and send
+        its ACKs (waiting at most ``drain_timeout`` seconds), close every connection
+        with 1012 (service restart: clients go to another relay at once), close
+        storage."""
         if self._server is None or self._stopping:
             return
         self._stopping = self.http.stopping = True
+        self.readiness.check()
         server = self._server
         logger.info("relay %s stopping", self.relay_id)
         server.server.close()  # stop accepting; connections stay open while we drain
-        await self.persistence.drain()
-        await self._flush_sessions(timeout=2.0)
+        await self._drain()
         server.close(close_connections=True)
         await server.wait_closed()
         if self._restore_handler is not None:
@@ -285,8 +319,34 @@ class Relay:
         await self._close_background()
         await self.storage.close()
         self._server = None
+        self.readiness.started = False
         self._stopping = self.http.stopping = False
         logger.info("relay %s stopped", self.relay_id)
+
+    async def _drain(self) -> None:
+        """Store what was received, send its ACKs, then close every connection with
+        1012 and wait (briefly) for the closes to complete."""
+        try:
+            await asyncio.wait_for(self.persistence.drain(), self.drain_timeout)
+        except TimeoutError:
+            logger.error(
+                "relay %s: %d update(s) not stored within %g s; their senders resend them",
+                self.relay_id,
+                self.persistence.writes_waiting,
+                self.drain_timeout,
+            )
+        await self._flush_sessions(timeout=2.0)
+        for session in list(self.hub.sessions):
+            session.fail(
+                CLOSE_SERVICE_RESTART,
+                ErrorCode.SHUTTING_DOWN,
+                "the relay restarts; reconnect (to another relay)",
+            )
+        closing = [asyncio.ensure_future(ws.wait_closed()) for ws in self.connections]
+        if closing:
+            _, late = await asyncio.wait(closing, timeout=3)
+            for waiter in late:
+                waiter.cancel()
 
     async def _flush_sessions(self, timeout: float) -> None:
         """Give each connection's writer a chance to send what is queued (the ACKs
@@ -459,10 +519,10 @@ class Relay:
         while True:
             await wake.wait()
             wake.clear()
-            while session.close is None and self.hub.sync_pending(session):
+            while session.close is None and self.hub.syncs.pending(session):
                 if not await self._drained(ws, session):
                     return
-                self.hub.feed(session)  # queues the next piece: _output writes it
+                self.hub.syncs.feed(session)  # queues the next piece: _output writes it
                 await asyncio.sleep(0)  # everyone else runs between two pieces
 
     async def _drained(self, ws: ServerConnection, session: RelaySession) -> bool:

@@ -189,7 +189,7 @@ class RelaySession:
         self.close: Close | None = None
         self.on_sync: Callable[[], None] | None = None
         """Called when a sync answer sent in pieces can go on: the I/O layer then
-        calls ``Hub.feed`` as the connection drains (:mod:`relay.syncs`)."""
+        calls ``Syncs.feed`` as the connection drains (:mod:`relay.syncs`)."""
         self.pre_auth_bytes = 0
         """Bytes the client sent before its first frame (the HTTP request, set by
         the I/O layer): they count towards ``max_pre_auth_bytes``."""
@@ -198,6 +198,8 @@ class RelaySession:
         wrote: over a piece's size, new sync answers wait for it to drain."""
         self._out: deque[bytes] = deque()
         self._queued = 0
+        self.bytes_sent = 0
+        """Bytes of every frame taken by :meth:`frames_to_send` (metrics)."""
         self._refused: dict[DocId, int] = {}  # doc -> lowest seq refused (ACKs stop below it)
         now = clock()
         self.opened_at = now
@@ -476,6 +478,11 @@ class RelaySession:
         logger.info("%r: error %s%s: %s", self, code, f" on {doc_id!r}" if doc_id else "", message)
         self._send(ErrorFrame(code, message, doc_id, seq, False))
 
+    def notice(self, code: str, message: str, doc_id: DocId | None = None) -> None:
+        """Tell the client something it may act on but that ends nothing (a non-fatal
+        ERROR without a sequence number: nothing is refused)."""
+        self.error(code, message, doc_id)
+
     def fail(self, close_code: int, code: str, message: str) -> None:
         """Queue the :meth:`farewell` and ask the I/O layer to close the connection
         with ``close_code`` and ``code: message`` as the reason."""
@@ -499,6 +506,7 @@ class RelaySession:
         out = list(self._out)
         self._out.clear()
         self._queued = 0
+        self.bytes_sent += sum(map(len, out))
         return out
 
     @property

@@ -104,6 +104,26 @@ class Syncs:
 
     # -- deciding -----------------------------------------------------------------------------
 
+    def answer(self, room: Room, session: RelaySession, state_vector: bytes) -> None:
+        """Answer ``session``'s SUBSCRIBE to ``room``: at once when small, else with
+        a stream; the session joins the room's fan-out once it has its SYNC."""
+        if room.doc_id not in session.subscriptions:
+            return  # unsubscribed or closed while the room was loading
+        if session.greet(room.doc_id, room.doc):
+            self._join(room, session)
+            return
+        large = self.is_large(room, state_vector)
+        if large or session.backlog > self.limits.sync_piece_bytes:
+            self.start(room, session, state_vector, large=large)  # with flow control
+            return
+        self.cancel(session, room.doc_id)  # a new SUBSCRIBE replaces a stream
+        update = room.doc.get_update(state_vector)
+        if len(update) > self.limits.sync_piece_bytes:  # larger than the room's size said
+            self.start(room, session, state_vector, large=True, encoded=update)
+            return
+        session.sync(room.doc_id, update, room.doc.get_state())
+        self._join(room, session)
+
     def is_large(self, room: Room, state_vector: bytes) -> bool:
         """Whether the answer to a client at ``state_vector`` is likely larger than a
         piece: the room's stored size, in proportion to the clock ticks the client

@@ -287,6 +287,10 @@ class YjsSession(RelaySession):
         close_code = CLOSE_PROTOCOL_ERROR if code == ErrorCode.BAD_FRAME else CLOSE_POLICY
         self.fail(close_code, code, message)
 
+    def notice(self, code: str, message: str, doc_id: DocId | None = None) -> None:
+        """y-protocols has no message for a notice (its only error is a close): log it."""
+        logger.info("%r: %s: %s", self, code, message)
+
     def farewell(self, code: str, message: str) -> bytes | None:
         """y-protocols has no error message: the close reason says it all."""
         return None

@@ -8,6 +8,7 @@ variable ``CRDTSYNC_HYPOTHESIS_PROFILE=thorough``.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from hypothesis import HealthCheck, settings
 
 from crdtsync import Replica
 from relay import Relay
+
+from .redis_server import RedisServer, shared_server
 
 for name, examples, steps in (("ci", 60, 40), ("thorough", 1000, 100)):
     settings.register_profile(
@@ -36,6 +39,19 @@ def replicas() -> Iterator[list[Replica]]:
     yield made
     for replica in made:
         replica.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> RedisServer:
+    """One private redis-server (AOF, appendfsync always) for the whole test session;
+    tests keep apart by key prefix (``redis_url``)."""
+    return shared_server()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A store of its own on the session's redis-server (a fresh key prefix)."""
+    return f"{redis_server.url}?prefix=t{secrets.token_hex(6)}"
 
 
 @pytest.fixture

@@ -85,6 +85,9 @@ from .edits import apply_edit, content, tokens_in
 D = DocId("doc")
 LIMITS = Limits(max_updates_per_second=0, max_bytes_per_second=0)
 BACKENDS = ("memory", "sqlite")
+"""Stores of the replicas and of a single relay."""
+SHARED = "redis"
+"""The relays' store when there are several (the replicas then use memory stores)."""
 
 
 # -- connections and replicas ------------------------------------------------------------------
@@ -101,6 +104,7 @@ class Link:
 
     index: int
     relay: RelaySession
+    host: int = 0  # which relay process the connection goes to
     up: deque[bytes] = field(default_factory=deque)
     down: deque[bytes] = field(default_factory=deque)
     client_open: bool = True
@@ -120,13 +124,38 @@ class Node:
     local: dict[int, bytes] = field(default_factory=dict)  # seq -> local update, as stored
     acked: int = 0  # highest seq an ACK covered
     errors: list[ErrorFrame] = field(default_factory=list)
+    connects: int = 0  # connections made (with several relays, each goes to the next)
 
     def close(self) -> None:
         self.replica.close()  # the replica of the moment (it changes with restarts)
 
 
+@dataclass(eq=False)
+class Host:
+    """One relay process: its :class:`Relay` (never started), and what its host must do
+    next: rooms to load, compactions to run, and other relays' updates the shared
+    storage delivered that the hub has not been given yet."""
+
+    index: int
+    relay: Relay
+    loads: list[DocId] = field(default_factory=list)
+    compactions: list[DocId] = field(default_factory=list)
+    snapshot_reads: list[DocId] = field(default_factory=list)
+    remote: deque[tuple[DocId, bytes, int]] = field(default_factory=deque)
+
+    @property
+    def hub(self) -> Hub:
+        return self.relay.hub
+
+
 class Network:
-    """``size`` replicas and one relay; every decision is the caller's."""
+    """``size`` replicas and ``relays`` relay processes (one, or two sharing a Redis
+    store: ``backend="redis"``); every decision is the caller's.
+
+    With two relays, replica ``i``'s n-th connection goes to relay ``(i + n) % 2``
+    (replicas move between relays as they reconnect), and what one relay commits
+    reaches the other through the real Redis feed, handed to its hub when the
+    scenario says (``feed`` events)."""
 
     def __init__(
         self,
@@ -138,9 +167,12 @@ class Network:
         max_frame: int = LIMITS.max_frame,
         sync_piece: int = LIMITS.sync_piece_bytes,
         seed: int = 0,
+        relays: int = 1,
     ) -> None:
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}")
+        if backend not in (*BACKENDS, SHARED):
+            raise ValueError(f"backend must be one of {(*BACKENDS, SHARED)}")
+        if relays != 1 and backend != SHARED:
+            raise ValueError(f"several relays need a shared store: backend={SHARED!r}")
         # Client ids decide the order of concurrent inserts: draw them from ``seed``
         # so that a scenario replays exactly (hypothesis shrinks by replaying).
         ids = random.Random(seed)
@@ -151,8 +183,7 @@ class Network:
             LIMITS, max_frame=max_frame, sync_piece_bytes=sync_piece, max_concurrent_syncs=2
         )
         self.dir = Path(tempfile.mkdtemp(prefix="crdtsync-net-"))
-        self.loads: list[DocId] = []
-        self.compactions: list[DocId] = []
+        self.hosts: list[Host] = []
         self.nodes: list[Node] = []
         with contextlib.ExitStack() as stack:
             stack.enter_context(
@@ -161,9 +192,9 @@ class Network:
                 )
             )
             stack.callback(shutil.rmtree, self.dir, ignore_errors=True)
-            self.disk = RelayDisk(backend, self.dir)
+            self.disk = RelayDisk(backend, self.dir, relays)
             stack.callback(self.disk.close)
-            self.relay = self._start_relay()
+            self.hosts = [self._start_relay(k) for k in range(relays)]
             for i in range(size):
                 node = Node(i, ReplicaDisk(backend, self.dir, i, replica_compact_bytes))
                 self._boot(node)
@@ -184,28 +215,34 @@ class Network:
         """What happened, in words (printed with a failing example)."""
 
     @property
+    def relay(self) -> Relay:
+        """The first relay process."""
+        return self.hosts[0].relay
+
+    @property
     def hub(self) -> Hub:
-        return self.relay.hub
+        return self.hosts[0].hub
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    def _start_relay(self) -> Relay:
-        """A relay process over the storage on disk. Never started: the network is its
-        I/O layer (loads, commits and compactions happen when the scenario says)."""
-        self.loads = []
-        self.compactions = []
-        self.snapshot_reads: list[DocId] = []
+    def _start_relay(self, k: int) -> Host:
+        """Relay process ``k`` over its storage. Never started: the network is its I/O
+        layer (loads, commits, compactions, snapshot reads and feed deliveries happen
+        when the scenario says)."""
         relay = Relay(
-            self.disk.storage,
+            self.disk.storages[k],
             limits=self.limits,
-            relay_id="sim-relay",
+            relay_id=f"sim-relay-{k}",
             compact_min_bytes=self.relay_compact_bytes,
         )
-        relay.hub.on_load = self.loads.append
+        host = Host(k, relay)
+        relay.hub.on_load = host.loads.append
         relay.hub.on_write = _nothing
-        relay.hub.on_compact = self.compactions.append
-        relay.hub.syncs.request_snapshot = self.snapshot_reads.append
-        return relay
+        relay.hub.on_compact = host.compactions.append
+        if relay.hub.syncs.request_snapshot is not None:  # not on shared storage
+            relay.hub.syncs.request_snapshot = host.snapshot_reads.append
+        relay.storage.on_remote(lambda *delivered: host.remote.append(delivered))
+        return host
 
     def _boot(self, node: Node) -> None:
         """Open the replica's store and its session (after a crash: from what survived)."""
@@ -234,8 +271,10 @@ class Network:
         node = self.nodes[i]
         if node.link is not None or i in self.partitioned:
             return False
-        node.link = Link(i, self.hub.open_session(name=f"r{i}"))
-        self.log.append(f"r{i} connects")
+        k = (i + node.connects) % len(self.hosts)
+        node.connects += 1
+        node.link = Link(i, self.hosts[k].hub.open_session(name=f"r{i}"), k)
+        self.log.append(f"r{i} connects" + (f" to relay {k}" if len(self.hosts) > 1 else ""))
         node.session.connecting()
         node.session.connected()
         self.pump(i)
@@ -274,7 +313,7 @@ class Network:
     def _relay_closes(self, link: Link) -> None:
         link.relay_open = False
         link.up.clear()
-        self.hub.close_session(link.relay)
+        self.hosts[link.host].hub.close_session(link.relay)
 
     def late(self, k: int) -> bool:
         """The relay reads the next frame a replica sent on a connection the replica has
@@ -327,17 +366,24 @@ class Network:
         after = doc_state(node.replica.open(D)), content(node.replica.open(D))
         assert after == before, f"replica {i} lost changes in a restart: {before} -> {after}"
 
-    def crash_relay(self) -> None:
-        """The relay's process dies and restarts from what its storage holds."""
-        if self.hub.writes_waiting:
-            self.stats["the relay crashed with writes not committed"] += 1
-        for link in [node.link for node in self.nodes if node.link is not None] + self.orphans:
-            link.relay_open = False
-            link.up.clear()
-        self.orphans = []
-        self.log.append(f"the relay crashes ({self.hub.writes_waiting} writes not committed)")
-        self.disk.crash()
-        self.relay = self._start_relay()
+    def crash_relay(self, k: int | None = None) -> None:
+        """Relay process ``k`` (every one if None) dies and restarts from what storage
+        holds: its rooms, sessions, loads, uncommitted writes, pending compactions
+        and undelivered feed messages are gone."""
+        for host in list(self.hosts) if k is None else [self.hosts[k]]:
+            if host.hub.writes_waiting:
+                self.stats["a relay crashed with writes not committed"] += 1
+            links = [node.link for node in self.nodes if node.link is not None] + self.orphans
+            for link in links:
+                if link.host == host.index:
+                    link.relay_open = False
+                    link.up.clear()
+            self.orphans = [link for link in self.orphans if link.host != host.index]
+            self.log.append(
+                f"relay {host.index} crashes ({host.hub.writes_waiting} writes not committed)"
+            )
+            self.disk.crash(host.index)
+            self.hosts[host.index] = self._start_relay(host.index)
         self.storage_version += 1
 
     # -- moving frames --------------------------------------------------------------------------
@@ -362,14 +408,17 @@ class Network:
                     self.orphans.remove(link)
                 self._relay_closes(link)
 
-    def feed(self, i: int) -> bool:
-        """Replica ``i``'s connection has drained: the relay sends the next piece of a
+    def send_piece(self, i: int) -> bool:
+        """Replica ``i``'s connection has drained: its relay sends the next piece of a
         large sync answer (:mod:`relay.syncs`), or does a step towards it."""
         link = self.nodes[i].link
-        if link is None or not link.relay_open or not self.hub.sync_pending(link.relay):
+        if link is None or not link.relay_open:
             return False
-        self.stats["the relay sent a sync answer in pieces"] += 1
-        if not self.hub.feed(link.relay):
+        syncs = self.hosts[link.host].hub.syncs
+        if not syncs.pending(link.relay):
+            return False
+        self.stats["a relay sent a sync answer in pieces"] += 1
+        if not syncs.feed(link.relay):
             self.stats["a sync in pieces reached its SYNC"] += 1
         self._collect()
         return True
@@ -389,8 +438,9 @@ class Network:
         return True
 
     def _receive(self, link: Link, data: bytes) -> None:
-        self.hub.receive(link.relay, data)
-        room = self.hub.rooms.get(D)
+        hub = self.hosts[link.host].hub
+        hub.receive(link.relay, data)
+        room = hub.rooms.get(D)
         if room is not None and room.live.held:
             self.stats["the relay held an update for its dependencies"] += 1
         self._collect()
@@ -426,59 +476,77 @@ class Network:
 
     # -- the relay's host: storage ------------------------------------------------------------
 
-    def load(self) -> bool:
-        """Storage answers the oldest pending room load."""
-        if not self.loads:
+    def load(self, k: int = 0) -> bool:
+        """Storage answers relay ``k``'s oldest pending room load."""
+        host = self.hosts[k]
+        if not host.loads:
             return False
-        doc_id = self.loads.pop(0)
-        self.log.append("storage loads the room")
-        self.hub.loaded(doc_id, self.disk.load(doc_id))
+        doc_id = host.loads.pop(0)
+        self.log.append(f"storage loads the room of relay {k}")
+        host.hub.loaded(doc_id, self.disk.load(doc_id, k, follow=True))
         self._collect()
         return True
 
-    def commit(self) -> bool:
-        """One group commit of every write the hub has waiting; the ACKs follow."""
-        writes = self.hub.take_writes()
+    def commit(self, k: int = 0) -> bool:
+        """One group commit of every write relay ``k`` has waiting; the ACKs follow.
+        Other relays' feeds then have the new entries (to hand over with ``feed``)."""
+        host = self.hosts[k]
+        writes = host.hub.take_writes()
         if not writes:
             return False
-        ids = self.disk.append([(w.doc_id, w.update) for w in writes])
-        self.log.append(f"storage commits {len(writes)} update(s)")
+        ids = self.disk.append([(w.doc_id, w.update) for w in writes], k)
+        self.log.append(f"relay {k} commits {len(writes)} update(s)")
         self.storage_version += 1
-        self.hub.written(writes, ids)
+        host.hub.written(writes, ids)
+        self.disk.delivered(D, ids[-1])
         self._collect()
         return True
 
-    def read_snapshot(self) -> bool:
-        """Storage reads a room's snapshot for a large sync from nothing (what the
-        relay's host does instead of encoding the room)."""
-        if not self.snapshot_reads:
+    def read_snapshot(self, k: int = 0) -> bool:
+        """Relay ``k``'s storage reads a room's snapshot for a large sync from nothing
+        (what its host does instead of encoding the room)."""
+        host = self.hosts[k]
+        if not host.snapshot_reads:
             return False
-        doc_id = self.snapshot_reads.pop(0)
-        room = self.hub.rooms.get(doc_id)
-        self.log.append("storage reads the snapshot for a large sync")
+        doc_id = host.snapshot_reads.pop(0)
+        room = host.hub.rooms.get(doc_id)
+        self.log.append(f"relay {k} reads the snapshot for a large sync")
         if room is not None:
-            self.hub.syncs.snapshot_loaded(room, self.disk.load(doc_id).snapshot)
+            host.hub.syncs.snapshot_loaded(room, self.disk.load(doc_id).snapshot)
             self.stats["a large sync sent the stored snapshot"] += 1
         self._collect()
         return True
 
-    def compact(self) -> bool:
-        """The relay host runs the oldest pending compaction (its own code)."""
-        if not self.compactions:
+    def compact(self, k: int = 0) -> bool:
+        """Relay ``k``'s host runs its oldest pending compaction (its own code)."""
+        host = self.hosts[k]
+        if not host.compactions:
             return False
-        doc_id = self.compactions.pop(0)
-        self.disk.run(self.relay.persistence.compact(doc_id))
-        self.stats["the relay compacted its storage"] += 1
-        self.log.append("the relay compacts its storage")
+        doc_id = host.compactions.pop(0)
+        self.disk.run(host.relay.persistence.compact(doc_id))
+        self.stats["a relay compacted its storage"] += 1
+        self.log.append(f"relay {k} compacts its storage")
         self.storage_version += 1
         return True
 
+    def feed(self, k: int = 0) -> bool:
+        """Relay ``k``'s hub takes the next update another relay stored."""
+        host = self.hosts[k]
+        if not host.remote:
+            return False
+        doc_id, update, entry_id = host.remote.popleft()
+        self.log.append(f"relay {k} <- feed: entry {entry_id} ({len(update)} B)")
+        self.stats["a relay applied another relay's update"] += 1
+        host.hub.remote_update(doc_id, update, entry_id)
+        self._collect()
+        return True
+
     def janitor(self) -> list[DocId]:
-        """Time passes: the relay unloads rooms nobody uses (they reload from storage)."""
+        """Time passes: relays unload rooms nobody uses (they reload from storage)."""
         self.clock += 1.0
-        unloaded = self.hub.unload_idle(self.clock, 0.5)
+        unloaded = [d for host in self.hosts for d in host.hub.unload_idle(self.clock, 0.5)]
         if unloaded:
-            self.log.append("the relay unloads the idle room")
+            self.log.append("a relay unloads the idle room")
         return unloaded
 
     def ready(self, edits: bool = True) -> list[tuple[str, int]]:
@@ -486,8 +554,9 @@ class Network:
         replica (unless ``edits`` is False); a replica (re)connecting; a frame
         the relay can read (``up``) or a replica can read (``down``, which is
         also how a replica notices that the relay closed); the next piece of a
-        large sync (``feed``); a frame of an abandoned connection (``late``); a
-        room load, a group commit, a compaction; the partition healing."""
+        large sync (``piece``); a frame of an abandoned connection (``late``); a
+        room load, a group commit, a compaction, a snapshot read, another relay's
+        update (``feed``); the partition healing."""
         self._collect()
         events = [("edit", i) for i in range(self.size)] if edits else []
         for i, node in enumerate(self.nodes):
@@ -501,17 +570,20 @@ class Network:
                 events.append(("up", i))
             if link.down or not link.relay_open:
                 events.append(("down", i))
-            if link.relay_open and self.hub.sync_pending(link.relay):
-                events.append(("feed", i))
+            if link.relay_open and self.hosts[link.host].hub.syncs.pending(link.relay):
+                events.append(("piece", i))
         events.extend(("late", k) for k in range(len(self.orphans)))
-        if self.loads:
-            events.append(("load", 0))
-        if self.hub.writes_waiting:
-            events.append(("commit", 0))
-        if self.compactions:
-            events.append(("compact", 0))
-        if self.snapshot_reads:
-            events.append(("snapshot", 0))
+        for host in self.hosts:
+            if host.loads:
+                events.append(("load", host.index))
+            if host.hub.writes_waiting:
+                events.append(("commit", host.index))
+            if host.compactions:
+                events.append(("compact", host.index))
+            if host.snapshot_reads:
+                events.append(("snapshot", host.index))
+            if host.remote:
+                events.append(("feed", host.index))
         if self.partitioned:
             events.append(("heal", 0))
         return events
@@ -539,18 +611,20 @@ class Network:
             self.deliver_up(i, duplicate)
         elif kind == "down":
             self.deliver_down(i, duplicate)
-        elif kind == "feed":
-            self.feed(i)
+        elif kind == "piece":
+            self.send_piece(i)
         elif kind == "late":
             self.late(i)
         elif kind == "load":
-            self.load()
+            self.load(i)
         elif kind == "commit":
-            self.commit()
+            self.commit(i)
         elif kind == "compact":
-            self.compact()
+            self.compact(i)
         elif kind == "snapshot":
-            self.read_snapshot()
+            self.read_snapshot(i)
+        elif kind == "feed":
+            self.feed(i)
         else:
             self.heal()
         return kind
@@ -561,18 +635,21 @@ class Network:
             moved = False
             for i in range(self.size):
                 moved |= self.connect(i)
-            while (
-                self.load()
-                or self.commit()
-                or self.compact()
-                or self.read_snapshot()
-                or self.late(0)
-            ):
+            for k in range(len(self.hosts)):
+                while (
+                    self.load(k)
+                    or self.commit(k)
+                    or self.compact(k)
+                    or self.read_snapshot(k)
+                    or self.feed(k)
+                ):
+                    moved = True
+            while self.late(0):
                 moved = True
             for i in range(self.size):
                 while self.deliver_up(i):
                     moved = True
-                while self.feed(i):
+                while self.send_piece(i):
                     moved = True
                 while self.deliver_down(i):
                     moved = True
@@ -639,9 +716,10 @@ class Network:
     def check_no_foreign_content(self) -> None:
         """(3) No document holds content nobody wrote, or anything twice."""
         docs = [(f"replica {node.index}", self.doc(node.index)) for node in self.nodes]
-        room = self.hub.rooms.get(D)
-        if room is not None:
-            docs.append(("the relay's room", room.doc))
+        for host in self.hosts:
+            room = host.hub.rooms.get(D)
+            if room is not None:
+                docs.append((f"relay {host.index}'s room", room.doc))
         for name, doc in docs:
             for token, count in Counter(tokens_in(doc)).items():
                 assert token in self.written, f"{name}: {token} was never written"
@@ -680,14 +758,18 @@ class Network:
 
     def _check_converged(self) -> None:
         docs = [self.doc(i) for i in range(self.size)]
-        room = self.hub.rooms[D]
+        rooms = [host.hub.rooms[D] for host in self.hosts if D in host.hub.rooms]
+        room = rooms[0]
         stored, held = self.stored()
         assert not held, f"the relay's storage still holds {len(held)} update(s)"
-        assert not room.live.held, f"the relay's room still holds {len(room.live.held)} update(s)"
+        for other in rooms:
+            assert not other.live.held, f"a relay's room still holds {len(other.live.held)}"
         expected = doc_state(room.doc)
-        for name, doc in [*((f"replica {i}", d) for i, d in enumerate(docs)), ("storage", stored)]:
+        named = [(f"replica {i}", d) for i, d in enumerate(docs)]
+        named += [(f"relay room {n}", r.doc) for n, r in enumerate(rooms)]
+        for name, doc in [*named, ("storage", stored)]:
             assert doc_state(doc) == expected, f"{name} did not converge with the relay's room"
-        contents = {content(doc) for doc in [*docs, room.doc, stored]}
+        contents = {content(doc) for doc in [*docs, *(r.doc for r in rooms), stored]}
         assert len(contents) == 1, contents
         for node in self.nodes:
             assert node.replica.pending(D) == 0, f"replica {node.index} has changes pending"

@@ -361,12 +361,25 @@ class RelayStorageContract:
     async def test_on_remote_is_kept_but_never_called_by_own_appends(
         self, storage: RelayStorage
     ) -> None:
-        calls: list[tuple[DocId, bytes]] = []
-        storage.on_remote(lambda doc_id, update: calls.append((doc_id, update)))
+        calls: list[tuple[DocId, bytes, int]] = []
+        storage.on_remote(lambda doc_id, update, entry_id: calls.append((doc_id, update, entry_id)))
+        await storage.load(A, follow=True)
         await storage.append([(A, u(1))])
         await storage.compact(A, b"s", 0)
         await storage.load(A)
+        # The feed of a shared backend delivers in the background: one more round trip
+        # through the storage is past the time its own message arrived.
+        assert (await storage.load(A, follow=True)).updates
+        storage.unfollow(A)
+        storage.unfollow(B)  # never followed: harmless
         assert calls == []
+
+    async def test_ready_while_open(self, make_storage: StorageFactory) -> None:
+        storage = make_storage()
+        assert not storage.ready
+        async with storage:
+            assert storage.ready
+        assert not storage.ready
 
     async def test_unclosed_storage_warns(self, make_storage: StorageFactory) -> None:
         storage = make_storage()

@@ -122,7 +122,7 @@ class SimNetwork:
             moved = True
             self.hub.written(writes, self.storage.append(writes))
         for client, link in list(self.links.items()):
-            while self.hub.feed(link.relay):  # large syncs, in pieces (no flow control here)
+            while self.hub.syncs.feed(link.relay):  # large syncs, in pieces (no flow control here)
                 moved = True
             link.down.extend(link.relay.frames_to_send())
             while link.down and client in self.links:

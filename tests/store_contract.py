@@ -41,6 +41,10 @@ class StoreContract:
         """Close ``store`` and open the same storage again (a restart)."""
         raise NotImplementedError
 
+    def crash_reopen(self, store: Store) -> Store:
+        """Drop ``store`` as a crashed process would (no clean close), open it again."""
+        raise NotImplementedError
+
     # -- identity -----------------------------------------------------------
 
     def test_is_a_store(self, store: Store) -> None:
@@ -284,6 +288,100 @@ class StoreContract:
         store = self.reopen(store)
         try:
             assert store.unclean is False
+        finally:
+            store.close()
+
+    def test_an_unclean_store_flags_every_document_until_each_is_rotated(
+        self, store: Store
+    ) -> None:
+        """After an unclean shutdown every document needs a new client id, not only the
+        ones opened in the next session: the flag stays until set_client_id."""
+        for doc in (DOC, OTHER):
+            store.create_document(doc, 1)
+        store = self.crash_reopen(store)
+        try:
+            assert store.unclean
+            assert all(store.document_info(d).rotate for d in (DOC, OTHER))  # type: ignore[union-attr]
+            store.set_client_id(DOC, 2)  # the first session afterwards opens only DOC
+        finally:
+            store.close()
+        store = self.reopen(store)  # a clean session in between
+        try:
+            assert not store.unclean
+            info, other = store.document_info(DOC), store.document_info(OTHER)
+            assert info is not None and (info.client_id, info.rotate) == (2, False)
+            assert other is not None and other.rotate, "a later session must still rotate it"
+            loaded = store.load_document(OTHER)
+            assert loaded is not None and loaded.info.rotate
+        finally:
+            store.close()
+
+    # -- cache bookkeeping (offline apps) ------------------------------------------------
+
+    def test_usage_and_touch(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        store.create_document(OTHER, 2)
+        store.append(DOC, [local(1), local(2), remote()])
+        store.touch(DOC, opened_at=10.0)
+        store.touch(DOC, fetched_at=20.0)
+        store.touch(OTHER, synced_at=30.0)
+        store = self.reopen(store)
+        try:
+            usage = {u.doc_id: u for u in store.usage()}
+            assert list(usage) == [DOC, OTHER]
+            doc, other = usage[DOC], usage[OTHER]
+            assert (doc.pending, doc.opened_at, doc.fetched_at, doc.synced_at) == (2, 10, 20, None)
+            assert doc.last_used == 20.0
+            assert doc.bytes == len(EMPTY_SNAPSHOT) + len(b"local1local2remote")
+            assert (other.pending, other.synced_at, other.last_used) == (0, 30.0, None)
+            with pytest.raises(KeyError):
+                store.touch(DocId("missing"), opened_at=1.0)
+        finally:
+            store.close()
+
+    def test_remove_document(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        store.create_document(OTHER, 2)
+        store.append(DOC, [local(1), remote()])
+        store.append(OTHER, [remote(b"kept")])
+        store.remove_document(DOC)
+        store.remove_document(DocId("missing"))  # harmless
+        store = self.reopen(store)
+        try:
+            assert store.documents() == [OTHER]
+            assert store.load_document(DOC) is None
+            loaded = store.load_document(OTHER)
+            assert loaded is not None and [e.data for e in loaded.entries] == [b"kept"]
+            store.create_document(DOC, 3)  # comes back as a new, empty document
+            assert store.outbox(DOC) == []
+        finally:
+            store.close()
+
+    def test_reset_document_drops_the_outbox_and_never_reissues_seqs(self, store: Store) -> None:
+        store.create_document(DOC, 1)
+        store.append(DOC, [local(1), local(2), remote()])
+        store.acknowledge(DOC, 1)
+        info = store.reset_document(DOC, b"relay-state", 77)
+        assert (info.client_id, info.acked_seq, info.last_seq, info.pending) == (77, 2, 2, 0)
+        store = self.reopen(store)
+        try:
+            loaded = store.load_document(DOC)
+            assert loaded is not None
+            assert loaded.snapshot == b"relay-state" and loaded.entries == []
+            assert store.outbox(DOC) == []
+            ids = store.append(DOC, [local(3)])
+            assert ids[0] > loaded.snapshot_upto
+            with pytest.raises(ValueError):
+                store.append(DOC, [local(2)])
+        finally:
+            store.close()
+
+    def test_meta_values(self, store: Store) -> None:
+        assert store.meta_value("synced_at") is None
+        store.set_meta_value("synced_at", "12.5")
+        store = self.reopen(store)
+        try:
+            assert store.meta_value("synced_at") == "12.5"
         finally:
             store.close()
 

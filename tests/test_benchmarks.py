@@ -5,23 +5,30 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from benchmarks import peers
+from benchmarks.harness.placement import Placement
 from benchmarks.loadgen.shared import SharedCounters, client_id_for
 from benchmarks.page import write_page
+from benchmarks.redis.cluster import CONFIGS, ServerCluster
 from benchmarks.relay.goals import goal_results
 from benchmarks.relay.report import render_markdown
 from benchmarks.relay.result import RunResult
-from benchmarks.relay.rooms import assign
+from benchmarks.relay.rooms import assign, run_rooms_once
 from benchmarks.relay.scenarios import Params
 from benchmarks.relay.summary import summarize
 from benchmarks.wire import codec, read_var_uint, var_string, var_uint
 
+from .redis_server import need_redis
+
 NODE_PEERS = peers.ensure(install=False)["node"].ok
 PYCRDT_WS_PEER = peers.ensure(install=False)["pycrdt-websocket"].ok
+MACHINE = {"platform": "p", "processor": "c", "cpu_count": 2, "python": "3", "pycrdt": "0"}
+"""The machine of the results the page tests write."""
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -342,6 +349,39 @@ def test_a_store_run_reopens_every_document(tmp_path: Path) -> None:
     assert report["store_bytes"] > report["encoded_bytes"] > 0
 
 
+def test_a_records_run_times_a_collection_and_reopens_it(tmp_path: Path) -> None:
+    out = tmp_path / "records.json"
+    result = run("benchmarks.records", "--records", "300", "--ops", "50", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert report["status"] == "ok", report["failure"]
+    created, reopened = report["create"], report["reopen"]
+    assert created["changes_count"] == reopened["changes_count"] == 100
+    assert reopened["len"] == 300
+    assert created["store_bytes"] > created["encoded_bytes"] > 0
+    for key in ("add_us", "update_us", "raw_set_us", "get_us", "changes_ms"):
+        assert created[key] > 0
+    from benchmarks.records.group import goal_results  # noqa: PLC0415
+    from benchmarks.records.report import render_markdown  # noqa: PLC0415
+
+    goals = goal_results(report)
+    assert [g["status"] in ("met", "not met") for g in goals] == [True, True]
+    data = {
+        "group": "records",
+        "mode": "quick",
+        "finished": "now",
+        "machine": MACHINE,
+        "parameters": {"records": 300, "ops": 50},
+        "result": report,
+        "goals": goals,
+    }
+    assert "changes() for 100 changed records" in render_markdown(data)
+    (tmp_path / "records.json").write_text(json.dumps(data))
+    page = write_page(tmp_path).read_text()
+    assert "`records`: quick run" in page
+    assert "update() of one field vs the raw pycrdt Map set" in page
+
+
 def test_a_joins_run_measures_the_relay_while_replicas_join(tmp_path: Path) -> None:
     out = tmp_path / "joins.json"
     args = ("--size-mb", "3", "--joiners", "2", "--out", str(out), "--tmpdir", str(tmp_path))
@@ -370,13 +410,7 @@ def test_the_results_page_lists_every_group_and_marks_losses(tmp_path: Path) -> 
         "group": "relay",
         "mode": "quick",
         "finished": "now",
-        "machine": {
-            "platform": "p",
-            "processor": "c",
-            "cpu_count": 2,
-            "python": "3",
-            "pycrdt": "0",
-        },
+        "machine": MACHINE,
         "parameters": {},
         "goals": goal_results(summaries),
         "summary": [
@@ -405,3 +439,39 @@ def test_peers_check_reports_without_installing() -> None:
     result = run("benchmarks.peers", "--check")
     assert result.returncode in (0, 1), result.stderr
     assert "pycrdt-websocket" in result.stdout and "node peers" in result.stdout
+
+
+# -- the redis group: several server processes on one Redis ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        "relay-redis-x2",
+        pytest.param(
+            "hocuspocus-redis-x2",
+            marks=pytest.mark.skipif(not NODE_PEERS, reason="node peers not installed: make peers"),
+        ),
+    ],
+)
+def test_a_redis_cluster_run_converges_across_processes(tmp_path: Path, config: str) -> None:
+    """Scenario c, four rooms dealt over two server processes on one private redis-server:
+    every room converges (a fresh client of its own process agrees), and the CPU of the
+    servers and of Redis are measured apart."""
+    need_redis()
+    params = replace(Params.for_mode("quick"), warmup_s=0.2, duration_s=0.5, c_rooms=4)
+    cluster = ServerCluster(CONFIGS[config], tmp_path, None)
+    result = run_rooms_once(
+        params.scenario("c"),
+        config,
+        params,
+        placement=Placement(None, None),
+        work=tmp_path,
+        server=cluster,
+    )
+    assert result.ok, result.failure
+    assert result.converged and "the server's state" in (result.convergence or "")
+    assert len(cluster.urls) == 2 and cluster.urls[0] != cluster.urls[1]
+    split = cluster.cpu_split()
+    assert split is not None and split[0] > 0 and split[1] >= 0
+    assert result.server_exit == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from crdtsync.errors import (
 from crdtsync.events import DocumentOverLimit, RelayErrorReceived, ReplicaEvent, SyncStatus
 from crdtsync.ids import DocId
 from crdtsync.store import NewEntry
-from crdtsync.sync.client import backoff, is_retryable
+from crdtsync.sync.client import Connector, backoff, is_retryable
 from crdtsync.sync.protocol import ErrorCode, ErrorFrame, encode_frame
 from relay.room import replay
 from relay.server import Relay
@@ -263,6 +264,92 @@ async def test_wait_synced_raises_once_disconnected(replica: Replica) -> None:
     await replica.disconnect()
     with pytest.raises(SyncError, match="disconnected"):
         await waiter
+
+
+# -- several relays: failover ------------------------------------------------------------------
+
+
+async def test_a_list_of_urls_is_tried_in_order_wrapping(replica: Replica) -> None:
+    """After each failure the next attempt goes to the next URL, wrapping around."""
+    attempts: list[int] = []
+    enough = asyncio.Event()
+
+    def failing(index: int) -> object:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            attempts.append(index)
+            if len(attempts) >= 7:
+                enough.set()
+            writer.close()  # no websocket handshake: the attempt fails
+
+        return accept
+
+    servers = [await asyncio.start_server(failing(i), "127.0.0.1", 0) for i in range(3)]
+    urls = [f"ws://127.0.0.1:{s.sockets[0].getsockname()[1]}" for s in servers]
+    replica.open(D)
+    connector = Connector(replica, urls, delays=lambda: itertools.repeat(0.0))
+    assert (connector.urls, connector.url) == (urls, urls[0])
+    connector.start()
+    try:
+        await asyncio.wait_for(enough.wait(), 30)
+    finally:
+        await connector.stop()
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+    assert attempts[:7] == [0, 1, 2, 0, 1, 2, 0]
+
+
+async def test_connect_to_a_list_skips_a_relay_that_is_down(replica: Replica) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{closed.getsockname()[1]}"  # bound, not listening: refused
+        async with Relay("memory://", port=0) as relay:
+            replica.open(D).get("m", type=pycrdt.Map)["k"] = 1
+            await replica.connect([dead, relay.url])
+            await replica.wait_synced(D, timeout=30)
+            assert replica.connector is not None
+            assert replica.connector.url == relay.url
+            assert replica.connector.urls == [dead, relay.url]
+            assert (await relay.storage.load(D)).updates
+
+
+async def test_connect_needs_at_least_one_url(replica: Replica) -> None:
+    replica.open(D)
+    with pytest.raises(ValueError, match="non-empty list"):
+        await replica.connect([])
+    with pytest.raises(ValueError, match="non-empty list"):
+        await replica.connect(["ws://127.0.0.1:1", ""])
+
+
+async def test_a_restarting_relay_sends_its_clients_to_the_next_at_once(
+    redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two relays on one Redis store; the one in use stops (1012): the replica moves
+    to the other without a backoff, and its later edits reach a replica there."""
+    async with Relay(redis_url, port=0) as a, Relay(redis_url, port=0) as b:
+        writer, reader = Replica(tmp_path / "w.db"), Replica(tmp_path / "r.db")
+        try:
+            form = writer.open(D).get("m", type=pycrdt.Map)
+            form["before"] = 1
+            await writer.connect([a.url, b.url])
+            await writer.wait_synced(D, timeout=30)
+            await reader.connect(b.url)
+            await eventually(
+                reader.open(D), lambda: "before" in reader.open(D).get("m", type=pycrdt.Map)
+            )
+            caplog.set_level("INFO", logger="crdtsync.sync.client")
+            await a.stop()
+            form["after"] = 2
+            await writer.wait_synced(D, timeout=30)
+            assert writer.connector is not None and writer.connector.url == b.url
+            await eventually(
+                reader.open(D), lambda: "after" in reader.open(D).get("m", type=pycrdt.Map)
+            )
+            assert any("at once" in record.getMessage() for record in caplog.records)
+        finally:
+            for replica in (writer, reader):
+                await replica.disconnect()
+                replica.close()
 
 
 async def test_2000_documents_over_a_limit_of_1000_the_app_is_told_which_and_how_to_fix_it(

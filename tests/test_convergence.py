@@ -35,8 +35,12 @@ still hold exactly that content.
 
 The same machine runs on memory stores and on SQLite files (replica stores
 and the relay's SQLite storage), as Hypothesis' own database-agreement tests
-run one machine per backend. A failing example prints what happened, in
-words. Profiles: ``tests/conftest.py`` and the README.
+run one machine per backend, and with two relay processes sharing one Redis
+store (a real private redis-server, the real feed), either of which may crash:
+replicas move between the relays as they reconnect, and each relay's commits
+reach the other's hub (``feed`` events) in the order the scenario draws. A
+failing example prints what happened, in words. Profiles: ``tests/conftest.py``
+and the README.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
     """Replicas and a relay on a network whose every decision hypothesis draws."""
 
     backend = "memory"
+    relays = 1
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,6 +107,7 @@ class ConvergenceMachine(RuleBasedStateMachine):
             max_frame=max_frame,
             sync_piece=sync_piece,
             seed=seed,
+            relays=self.relays,
         )
         for i in range(size):
             self.net.connect(i)
@@ -169,9 +175,10 @@ class ConvergenceMachine(RuleBasedStateMachine):
         self.n.crash_replica(i % self.n.size)
         self.then(then)
 
-    @rule(then=events)
-    def crash_relay(self, then: list[tuple[int, bool, tuple[str, int, int]]]) -> None:
-        self.n.crash_relay()
+    @rule(k=st.integers(0, 1), then=events)
+    def crash_relay(self, k: int, then: list[tuple[int, bool, tuple[str, int, int]]]) -> None:
+        """A relay process dies (kill -9) and restarts from storage."""
+        self.n.crash_relay(k % len(self.n.hosts))
         self.then(then)
 
     @rule(then=events)
@@ -212,7 +219,17 @@ class SQLiteConvergenceMachine(ConvergenceMachine):
     backend = "sqlite"
 
 
+class SharedRedisConvergenceMachine(ConvergenceMachine):
+    """Two relay processes on one Redis store (real RedisStorage, real feed): each
+    replica's connections alternate between them, each relay's commits reach the
+    other's hub through the feed when the scenario says, and either relay crashes."""
+
+    backend = "redis"
+    relays = 2
+
+
 TestConvergenceMemory = ConvergenceMachine.TestCase
+TestConvergenceTwoRelaysOnRedis = SharedRedisConvergenceMachine.TestCase
 
 TestConvergenceSQLite = SQLiteConvergenceMachine.TestCase
 # Files make each example slower: a quarter of the profile's examples.
@@ -220,6 +237,8 @@ _profile = settings()
 TestConvergenceSQLite.settings = settings(
     _profile, max_examples=max(10, _profile.max_examples // 4)
 )
+# Two relays on Redis: each example starts two storages (connections, feed); a quarter too.
+TestConvergenceTwoRelaysOnRedis.settings = TestConvergenceSQLite.settings
 
 
 # -- shrunk examples, kept as regular tests ------------------------------------------------------

@@ -452,3 +452,32 @@ async def test_a_document_larger_than_the_upload_limit_reaches_a_new_replica(
         await b.connect(relay.url)
         await b.wait_synced(D, timeout=20)  # one SYNC of ~300 KB
         assert str(notes(b)) == str(text)
+
+
+# -- graceful drain ------------------------------------------------------------------------
+
+
+async def test_stop_stores_and_acknowledges_then_closes_with_1012(tmp_path: Path) -> None:
+    """SIGTERM's path: stop accepting, store and ACK what was received, then close every
+    connection with 1012 (service restart) after a fatal ERROR shutting_down."""
+    relay = Relay(f"sqlite:///{tmp_path}/relay.db", port=0, commit_delay=0.5)
+    await relay.start()
+    ws = await raw_client(relay)
+    peer = pycrdt.Doc()
+    peer.get("m", type=pycrdt.Map)["k"] = "v"
+    await ws.send(encode_frame(Update(D, peer.get_update(), 1)))
+    await ws.send(encode_frame(Subscribe(DocId("other"), b"\x00")))
+    assert isinstance(decode_frame(await ws.recv()), Sync)  # type: ignore[arg-type]
+    # The relay has the update (frames are handled in order); the long commit delay
+    # keeps it waiting: stop() must store it and send its ACK first.
+    stopping = asyncio.ensure_future(relay.stop())
+    frames = []
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            frames.append(decode_frame(await ws.recv()))  # type: ignore[arg-type]
+    await stopping
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+    assert [type(f).__name__ for f in frames] == ["Ack", "ErrorFrame"]
+    assert frames[1].code == ErrorCode.SHUTTING_DOWN  # type: ignore[union-attr]
+    async with SQLiteStorage(tmp_path / "relay.db") as storage:
+        assert len((await storage.load(D)).updates) == 1

@@ -24,6 +24,11 @@ class TestMemoryStore(StoreContract):
         store.close()
         return MemoryStore(store.data)
 
+    def crash_reopen(self, store: Store) -> Store:
+        assert isinstance(store, MemoryStore)
+        store.data.crash()
+        return MemoryStore(store.data)
+
 
 def test_memory_store_is_exclusive() -> None:
     store = MemoryStore()

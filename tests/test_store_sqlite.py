@@ -10,6 +10,7 @@ import pytest
 
 from crdtsync import StoreError
 from crdtsync.store import SCHEMA_VERSION, SQLiteStore, Store
+from crdtsync.store.sqlitefile import OpenFiles
 
 from .store_contract import StoreContract
 
@@ -24,6 +25,15 @@ class TestSQLiteStore(StoreContract):
     def reopen(self, store: Store) -> Store:
         assert isinstance(store, SQLiteStore)
         store.close()
+        return SQLiteStore(store.path, store.durability)
+
+    def crash_reopen(self, store: Store) -> Store:
+        """As a killed process: the connection goes without the clean-close marker."""
+        assert isinstance(store, SQLiteStore)
+        conn, store._conn = store._conn, None
+        assert conn is not None
+        conn.close()
+        OpenFiles.release(store._key)
         return SQLiteStore(store.path, store.durability)
 
 
@@ -61,3 +71,64 @@ def test_unclosed_store_warns(tmp_path: Path) -> None:
     with pytest.warns(ResourceWarning, match="unclosed store"):
         store.__del__()
     assert store._conn is None
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE docs (num INTEGER PRIMARY KEY, doc_id TEXT NOT NULL UNIQUE,
+    client_id INTEGER NOT NULL, snapshot BLOB NOT NULL, snapshot_crc INTEGER NOT NULL,
+    snapshot_upto INTEGER NOT NULL DEFAULT 0, acked_seq INTEGER NOT NULL DEFAULT 0,
+    seq_floor INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE log (id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, seq INTEGER,
+    data BLOB NOT NULL, crc INTEGER NOT NULL);
+"""
+
+
+def test_a_version_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    """A store written by the previous schema (version 1, as crdtsync 0.1 wrote it)
+    opens: its documents, outbox and client ids are intact, the cache columns are
+    added in place, and nothing looks unused right after the upgrade."""
+    import time  # noqa: PLC0415
+    import zlib  # noqa: PLC0415
+
+    import pycrdt  # noqa: PLC0415
+
+    from crdtsync import Replica  # noqa: PLC0415
+
+    doc = pycrdt.Doc(client_id=4242)
+    text = doc.get("t", type=pycrdt.Text)
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    text += "hello"
+    text += " world"
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("INSERT INTO meta VALUES ('replica_id', 'r-old'), ('session', 'closed')")
+    conn.execute(
+        "INSERT INTO docs(num, doc_id, client_id, snapshot, snapshot_crc)"
+        " VALUES (1, 'd', 4242, ?, ?)",
+        (b"\x00\x00", zlib.crc32(b"\x00\x00")),
+    )
+    for n, update in enumerate(updates, 1):
+        conn.execute(
+            "INSERT INTO log VALUES (?, 0, ?, ?, ?)", ((1 << 40) | n, n, update, zlib.crc32(update))
+        )
+    conn.execute("PRAGMA user_version = 1")
+    conn.commit()
+    conn.close()
+
+    before = time.time()
+    with Replica(path) as replica:
+        assert replica.replica_id == "r-old"
+        assert replica.pending("d") == 2 and replica.client_id("d") == 4242
+        assert str(replica.open("d").get("t", type=pycrdt.Text)) == "hello world"
+        usage = replica.store.usage()
+        assert usage[0].opened_at is not None and usage[0].opened_at >= before
+        assert replica.evict(unused_for=__import__("datetime").timedelta(seconds=1)) == []
+    with sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True) as check:
+        assert check.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = {row[1] for row in check.execute("PRAGMA table_info(docs)")}
+        assert {"opened_at", "fetched_at", "synced_at", "rotate"} <= columns
+    check.close()

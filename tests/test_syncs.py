@@ -86,8 +86,8 @@ class Joiner:
     def drain(self, pieces: int | None = None) -> int:
         """The connection drained ``pieces`` times (None: until the sync is done)."""
         fed = 0
-        while (pieces is None or fed < pieces) and self.hub.sync_pending(self.relay):
-            self.hub.feed(self.relay)
+        while (pieces is None or fed < pieces) and self.hub.syncs.pending(self.relay):
+            self.hub.syncs.feed(self.relay)
             fed += 1
             self.pump()
         return fed
@@ -152,14 +152,14 @@ def test_concurrent_large_syncs_wait_for_a_slot_and_share_one_encoding(
     try:
         joiners = [Joiner(hub, replica) for replica in [*replicas, *extra]]
         assert hub.syncs.active == 2 and len(hub.syncs.waiting) == 3
-        pending = [hub.sync_pending(j.relay) for j in joiners]
+        pending = [hub.syncs.pending(j.relay) for j in joiners]
         assert pending == [True, True, False, False, False]
         for joiner in joiners[:2]:
             joiner.drain(1)  # both encode: the same state vector, one encoding
         [shared] = hub.rooms[D].diffs.values()
         assert shared.users == 2
         joiners[0].drain()  # done: its slot goes to the next one
-        assert joiners[2].wakes == 1 and hub.sync_pending(joiners[2].relay)
+        assert joiners[2].wakes == 1 and hub.syncs.pending(joiners[2].relay)
         assert joiners[3].client.status is SyncStatus.SYNCING
         for joiner in joiners:
             joiner.drain()
@@ -215,7 +215,7 @@ def test_a_small_answer_waits_too_while_the_connection_has_a_backlog(
     assert isinstance(quick.received[-1], Sync)  # small: answered at once
     busy = Joiner(hub, replicas[1], backlog=10 * PIECE)  # the I/O layer has that unsent
     assert not any(isinstance(f, Sync) for f in busy.received)
-    assert hub.sync_pending(busy.relay) and hub.syncs.active == 0  # no slot needed
+    assert hub.syncs.pending(busy.relay) and hub.syncs.active == 0  # no slot needed
     busy.drain()
     assert isinstance(busy.received[-1], Sync) and busy.text() == "short"
 
@@ -250,8 +250,8 @@ def test_a_yjs_client_gets_a_large_document_as_update_messages_then_step_2() -> 
     assert not session.frames_to_send()
     client: pycrdt.Doc[Any] = pycrdt.Doc()
     steps = []
-    while hub.sync_pending(session):
-        hub.feed(session)
+    while hub.syncs.pending(session):
+        hub.syncs.feed(session)
         for message in session.frames_to_send():
             _, step, payload = decode_message(message)
             steps.append(step)
@@ -271,7 +271,7 @@ def test_a_sync_from_nothing_can_send_the_stored_snapshot_instead_of_encoding(
     first.drain(1)
     second.drain(1)
     assert requested == [D]  # the host reads it, once for both
-    assert not hub.sync_pending(first.relay) and not hub.sync_pending(second.relay)
+    assert not hub.syncs.pending(first.relay) and not hub.syncs.pending(second.relay)
     before = doc.get_state()
     doc.get("t", type=pycrdt.Text).insert(0, "later ")  # the room moves on meanwhile
     writer = hub.open_session("writer")

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .machine import machine_info
 
-__all__ = ["envelope", "now_iso", "publish", "run_repeated", "write_results"]
+__all__ = ["envelope", "now_iso", "publish", "run_in_tmpdir", "run_repeated", "write_results"]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -81,3 +83,37 @@ def publish(results_dir: Path, data: dict[str, Any], markdown: str) -> None:
     print(markdown)
     json_path, md_path = write_results(results_dir, data["group"], data, markdown)
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+
+
+def run_in_tmpdir(
+    group: str,
+    params: Any,
+    run_once: Callable[[Any, Path], dict[str, Any]],
+    *,
+    tmpdir: Path | None,
+    describe: str,
+    results_dir: Path,
+    render: Callable[[dict[str, Any]], str],
+    extra: Callable[[dict[str, Any]], dict[str, Any]] = lambda result: {},
+) -> bool:
+    """A group of one run: ``run_once(params, work directory)`` in a temporary
+    directory under ``tmpdir``, then its JSON (the envelope, ``parameters`` (a
+    dataclass, e.g. with a ``mode``), ``result`` and ``extra(result)``) and its report
+    (``render(data)``) published. True if the run's ``status`` is ``ok``."""
+    started = now_iso()
+    with tempfile.TemporaryDirectory(prefix=f"crdtsync-{group}-bench-", dir=tmpdir) as tmp:
+        (result,) = run_repeated(
+            [params],
+            1,
+            lambda p, _: run_once(p, Path(tmp)),
+            lambda _: describe,
+            lambda r: str(r["status"]),
+        )
+    data = {
+        **envelope(group, params.mode, started),
+        "parameters": asdict(params),
+        "result": result,
+        **extra(result),
+    }
+    publish(results_dir, data, render(data))
+    return bool(result["status"] == "ok")

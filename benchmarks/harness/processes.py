@@ -31,6 +31,7 @@ __all__ = [
     "output_tail",
     "run_command",
     "run_module",
+    "run_worker",
     "spawn",
     "stop_process",
     "tail",
@@ -71,6 +72,17 @@ def run_module(
 ) -> subprocess.CompletedProcess[str]:
     """``python -m module args...`` in the project directory (see :func:`run_command`)."""
     return run_command([sys.executable, "-m", module, *args], timeout=timeout)
+
+
+def run_worker(module: str, *args: str, timeout: float | None = None) -> dict[str, Any]:
+    """``python -m module --worker args...``: the JSON object on its last line of output.
+
+    Raises ``RuntimeError`` if it exits with an error (its last lines of stderr say why).
+    """
+    done = run_module(module, "--worker", *args, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker failed ({done.returncode}): {output_tail(done.stderr, 3)}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def output_tail(text: str, lines: int = 5) -> str:

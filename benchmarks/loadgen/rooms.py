@@ -37,7 +37,7 @@ async def run_rooms(
     result.clients, result.rooms = len(clients), len(rooms)
     try:
         started = time.perf_counter()
-        await _connect_all(clients, spec.url)
+        await _connect_all(clients, spec)
         result.connect_s = time.perf_counter() - started
         say("ready")
         command = await command_line(reader)
@@ -86,7 +86,7 @@ def _build_rooms(spec: Spec, stats: Stats) -> tuple[list[Room], list[Client], Sh
     return rooms, clients, counters
 
 
-async def _connect_all(clients: Sequence[Client], url: str) -> None:
+async def _connect_all(clients: Sequence[Client], spec: Spec) -> None:
     """Open every connection, at most :data:`CONNECT_BATCH` at a time; the first client of
     each room before the others (pycrdt-websocket 0.16 deadlocks when two connections
     race to create the same room: the second waits for the room's start lock forever)."""
@@ -95,7 +95,7 @@ async def _connect_all(clients: Sequence[Client], url: str) -> None:
     for group in (first, rest):
         for start in range(0, len(group), CONNECT_BATCH):
             batch = group[start : start + CONNECT_BATCH]
-            await asyncio.gather(*(client.open(url) for client in batch))
+            await asyncio.gather(*(client.open(spec.url_of(client.room.slot)) for client in batch))
 
 
 async def _write_phase(spec: Spec, clients: Sequence[Client], t0: int, stats: Stats) -> None:
@@ -235,12 +235,17 @@ async def _check_convergence(spec: Spec, rooms: Sequence[Room], result: RoomsRes
 async def _check_server_state(spec: Spec, rooms: Sequence[Room]) -> list[str]:
     """A fresh client per room (native: one connection for every room) syncs from an
     empty state vector; its document must equal the clients'."""
+    docs = {}
     if spec.protocol == "native":
-        docs = await fetch_native_documents(spec.url, [room.name for room in rooms])
-    else:
-        docs = {}
+        by_url: dict[str, list[str]] = {}
         for room in rooms:
-            docs[room.name] = await fetch_document(spec.protocol, spec.prefix, spec.url, room.name)
+            by_url.setdefault(spec.url_of(room.slot), []).append(room.name)
+        for url, names in by_url.items():
+            docs.update(await fetch_native_documents(url, names))
+    else:
+        for room in rooms:
+            url = spec.url_of(room.slot)
+            docs[room.name] = await fetch_document(spec.protocol, spec.prefix, url, room.name)
     problems = []
     for room in rooms:
         doc = docs.get(room.name)

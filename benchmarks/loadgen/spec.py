@@ -66,6 +66,13 @@ class Spec:
     """The shared counters file (rooms split over processes), None: private counters."""
     total_rooms: int = 0
     """Rooms in the shared counters file."""
+    urls: list[str] | None = None
+    """Several server processes sharing the documents (benchmarks.redis): room ``slot``
+    goes to ``urls[slot % len(urls)]`` (None: every room to ``url``)."""
+
+    def url_of(self, slot: int) -> str:
+        """The server URL of the room in counters slot ``slot``."""
+        return self.urls[slot % len(self.urls)] if self.urls else self.url
 
 
 @dataclass(slots=True)

@@ -21,7 +21,7 @@ from ..harness.stats import percentiles
 from ..internals import same_state
 from ..loadgen.shared import SharedCounters
 from ..loadgen.spec import MAP_NAME, latency_path
-from ..servers import SERVERS, ServerProcess
+from ..servers import ServerProcess
 from .result import RunResult
 from .scenarios import Params, Scenario
 
@@ -74,8 +74,12 @@ def run_rooms_once(
     placement: Placement,
     work: Path,
     repetition: int = 0,
+    server: ServerProcess | None = None,
 ) -> RunResult:
-    """One run of scenario a, b or c against a fresh server process."""
+    """One run of scenario a, b or c against a fresh server process (or ``server``: an
+    unstarted :class:`ServerProcess`, or several processes behaving as one, such as
+    :class:`benchmarks.redis.cluster.ServerCluster`, whose rooms are dealt over its
+    ``urls`` and whose CPU is that of all its processes)."""
     result = RunResult(
         scenario.key,
         server_kind,
@@ -86,7 +90,8 @@ def run_rooms_once(
         clients=scenario.rooms * scenario.clients_per_room,
         load_average=load_average(),
     )
-    server = ServerProcess(server_kind, work, placement.server_cpus)
+    if server is None:
+        server = ServerProcess(server_kind, work, placement.server_cpus)
     loadgens: list[WorkerProcess] = []
     try:
         url = server.start()
@@ -99,7 +104,7 @@ def run_rooms_once(
             SharedCounters.create(shared, scenario.rooms, scenario.clients_per_room)
         for index, assignment in enumerate(assignments):
             spec = _loadgen_spec(
-                scenario, params, assignment, server_kind=server_kind, url=url, shared=shared
+                scenario, params, assignment, server=server, url=url, shared=shared
             )
             spec["seed"] = 1000 * repetition + index + 1
             spec["id_seed"] = 1_000_003 * (repetition + 1) + ord(scenario.key)
@@ -138,17 +143,19 @@ def _loadgen_spec(
     params: Params,
     assignment: Assignment,
     *,
-    server_kind: str,
+    server: ServerProcess,
     url: str,
     shared: Path | None,
 ) -> dict[str, Any]:
     """The spec of one load-generator process (:class:`benchmarks.loadgen.spec.Spec`),
     but for its seeds."""
-    info = SERVERS[server_kind]
+    info = server.info
+    urls = server.urls
     return {
         "scenario": scenario.key,
-        "server": server_kind,
+        "server": server.kind,
         "url": url,
+        "urls": urls if len(urls) > 1 else None,
         "rooms": assignment.rooms,
         "clients_per_room": scenario.clients_per_room,
         "protocol": info.protocol,

@@ -3,17 +3,15 @@ each in a fresh worker process; the report and ``results/store.json``."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import Mode, RunOptions
-from ..harness.group import envelope, now_iso, publish, run_repeated
-from ..harness.processes import output_tail, run_module
+from ..harness.group import run_in_tmpdir
+from ..harness.processes import run_worker
 from .report import render_markdown
 
 __all__ = ["GROUP", "Params", "run", "run_once"]
@@ -38,10 +36,7 @@ class Params:
 
 
 def _worker(arguments: Sequence[str]) -> dict[str, Any]:
-    done = run_module("benchmarks.store", "--worker", *arguments, timeout=WORKER_TIMEOUT_S)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker failed ({done.returncode}): {output_tail(done.stderr, 3)}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_worker("benchmarks.store", *arguments, timeout=WORKER_TIMEOUT_S)
 
 
 def run_once(params: Params, work: Path) -> dict[str, Any]:
@@ -65,20 +60,13 @@ def run_once(params: Params, work: Path) -> dict[str, Any]:
 
 def run(options: RunOptions) -> bool:
     """Run the store group, print the report, write the results."""
-    started = now_iso()
     params = Params.for_mode(options.mode)
-    with tempfile.TemporaryDirectory(prefix="crdtsync-store-bench-", dir=options.tmpdir) as tmp:
-        (result,) = run_repeated(
-            [params],
-            1,
-            lambda p, _: run_once(p, Path(tmp)),
-            lambda p: f"store, {p.documents:,} documents",
-            lambda r: str(r["status"]),
-        )
-    data = {
-        **envelope(GROUP, params.mode, started),
-        "parameters": asdict(params),
-        "result": result,
-    }
-    publish(options.results_dir, data, render_markdown(data))
-    return bool(result["status"] == "ok")
+    return run_in_tmpdir(
+        GROUP,
+        params,
+        run_once,
+        tmpdir=options.tmpdir,
+        describe=f"store, {params.documents:,} documents",
+        results_dir=options.results_dir,
+        render=render_markdown,
+    )

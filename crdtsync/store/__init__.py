@@ -9,6 +9,7 @@ Both pass the same contract tests (``tests/store_contract.py``).
 from .base import (
     EMPTY_SNAPSHOT,
     DocumentInfo,
+    DocumentUsage,
     EntryKind,
     LogEntry,
     NewEntry,
@@ -23,6 +24,7 @@ __all__ = [
     "EMPTY_SNAPSHOT",
     "SCHEMA_VERSION",
     "DocumentInfo",
+    "DocumentUsage",
     "EntryKind",
     "LogEntry",
     "MemoryData",

@@ -18,7 +18,9 @@ Order of calls, as :class:`crdtsync.Replica` makes them::
     store.acknowledge(doc_id, seq)
     store.replace_snapshot(doc_id, snapshot, upto, drop, carry)   # compaction
     store.remove_entries(doc_id, ids)             # a received update found unusable
-    store.set_client_id(doc_id, client_id)        # after an unclean shutdown
+    store.set_client_id(doc_id, client_id)        # when info.rotate (after an unclean shutdown)
+    store.touch(doc_id, opened_at=..., ...)       # cache bookkeeping (offline apps)
+    store.usage(); store.remove_document(doc_id); store.reset_document(doc_id, ...)
     store.close()
 
 Stores never interpret update bytes: CRDT logic lives in the replica. Every
@@ -38,6 +40,7 @@ from ..ids import DocId, ReplicaId
 __all__ = [
     "EMPTY_SNAPSHOT",
     "DocumentInfo",
+    "DocumentUsage",
     "EntryKind",
     "LogEntry",
     "NewEntry",
@@ -99,11 +102,38 @@ class DocumentInfo:
     acked_seq: int
     last_seq: int
     """The highest outbox sequence number ever issued for this document (0: none)."""
+    rotate: bool = False
+    """The document must write under a new client id before its next change: the
+    store was not closed cleanly since it last wrote (see :attr:`Store.unclean`).
+    Set for every document at once; :meth:`Store.set_client_id` clears it."""
 
     @property
     def pending(self) -> int:
         """Local updates not yet acknowledged."""
         return self.last_seq - self.acked_seq
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentUsage:
+    """A document's footprint and cache bookkeeping (times: seconds since the epoch)."""
+
+    doc_id: DocId
+    bytes: int
+    """Stored bytes: the snapshot and the log."""
+    pending: int
+    """Local updates not yet acknowledged."""
+    opened_at: float | None
+    """When it was last opened (None: never, since it was created or fetched)."""
+    fetched_at: float | None
+    """When its data last came from a relay."""
+    synced_at: float | None
+    """When every local change of it was last acknowledged."""
+
+    @property
+    def last_used(self) -> float | None:
+        """The later of :attr:`opened_at` and :attr:`fetched_at`."""
+        times = [t for t in (self.opened_at, self.fetched_at) if t is not None]
+        return max(times) if times else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +243,45 @@ class Store(Protocol):
         ...
 
     def set_client_id(self, doc_id: DocId, client_id: int) -> DocumentInfo:
-        """Make the document write under a new client id from now on."""
+        """Make the document write under a new client id from now on (clears
+        :attr:`DocumentInfo.rotate`)."""
+        ...
+
+    # -- cache bookkeeping (offline apps; schema version 2 of the SQLite store) ----------
+
+    def touch(
+        self,
+        doc_id: DocId,
+        *,
+        opened_at: float | None = None,
+        fetched_at: float | None = None,
+        synced_at: float | None = None,
+    ) -> None:
+        """Record when the document was opened, fetched or fully acknowledged (the
+        times given; None leaves a time as it is). ``KeyError`` for an unknown one."""
+        ...
+
+    def usage(self) -> list[DocumentUsage]:
+        """Every document's footprint and bookkeeping, sorted by id."""
+        ...
+
+    def remove_document(self, doc_id: DocId) -> None:
+        """Delete the document, its log and its outbox, in one transaction
+        (unknown ids are ignored). The caller checks that nothing pending is lost."""
+        ...
+
+    def reset_document(self, doc_id: DocId, snapshot: bytes, client_id: int) -> DocumentInfo:
+        """In one transaction: make ``snapshot`` the whole document (the log and the
+        outbox are dropped: ``acked_seq`` becomes ``last_seq``; sequence numbers are
+        never issued again) and write under ``client_id`` from now on."""
+        ...
+
+    def meta_value(self, key: str) -> str | None:
+        """A replica-wide value stored with :meth:`set_meta_value` (None if unset)."""
+        ...
+
+    def set_meta_value(self, key: str, value: str) -> None:
+        """Store a replica-wide value (such as when everything was last synced)."""
         ...
 
     def replace_snapshot(

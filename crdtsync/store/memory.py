@@ -15,6 +15,7 @@ from ..ids import DocId, ReplicaId
 from .base import (
     EMPTY_SNAPSHOT,
     DocumentInfo,
+    DocumentUsage,
     EntryKind,
     LogEntry,
     NewEntry,
@@ -36,6 +37,10 @@ class _MemoryDocument:
     last_seq: int = 0
     next_id: int = 1
     entries: list[LogEntry] = field(default_factory=list)
+    rotate: bool = False
+    opened_at: float | None = None
+    fetched_at: float | None = None
+    synced_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -45,6 +50,14 @@ class MemoryData:
     replica_id: ReplicaId = field(default_factory=lambda: ReplicaId(uuid.uuid4().hex))
     documents: dict[DocId, _MemoryDocument] = field(default_factory=dict)
     in_use: bool = False
+    crashed: bool = False
+    meta: dict[str, str] = field(default_factory=dict)
+
+    def crash(self) -> None:
+        """Model a crash of the process using it: the store is released without
+        closing, so the next :class:`MemoryStore` over this data opens unclean."""
+        self.in_use = False
+        self.crashed = True
 
 
 class MemoryStore:
@@ -56,6 +69,11 @@ class MemoryStore:
             raise StoreLockedError("this in-memory store is already open")
         self.data.in_use = True
         self._closed = False
+        self._unclean = self.data.crashed
+        if self._unclean:
+            for doc in self.data.documents.values():
+                doc.rotate = True
+        self.data.crashed = False
 
     def _doc(self, doc_id: DocId) -> _MemoryDocument:
         self._check_open()
@@ -70,7 +88,7 @@ class MemoryStore:
 
     @staticmethod
     def _info(doc_id: DocId, doc: _MemoryDocument) -> DocumentInfo:
-        return DocumentInfo(doc_id, doc.client_id, doc.acked_seq, doc.last_seq)
+        return DocumentInfo(doc_id, doc.client_id, doc.acked_seq, doc.last_seq, doc.rotate)
 
     def replica_id(self) -> ReplicaId:
         self._check_open()
@@ -102,7 +120,7 @@ class MemoryStore:
 
     @property
     def unclean(self) -> bool:
-        return False  # nothing outlives the process, so nothing can be half-lost
+        return self._unclean  # only after MemoryData.crash(): nothing outlives the process
 
     def append(self, doc_id: DocId, entries: Sequence[NewEntry]) -> list[int]:
         doc = self._doc(doc_id)
@@ -169,7 +187,57 @@ class MemoryStore:
     def set_client_id(self, doc_id: DocId, client_id: int) -> DocumentInfo:
         doc = self._doc(doc_id)
         doc.client_id = client_id
+        doc.rotate = False
         return self._info(doc_id, doc)
+
+    def touch(
+        self,
+        doc_id: DocId,
+        *,
+        opened_at: float | None = None,
+        fetched_at: float | None = None,
+        synced_at: float | None = None,
+    ) -> None:
+        doc = self._doc(doc_id)
+        doc.opened_at = doc.opened_at if opened_at is None else opened_at
+        doc.fetched_at = doc.fetched_at if fetched_at is None else fetched_at
+        doc.synced_at = doc.synced_at if synced_at is None else synced_at
+
+    def usage(self) -> list[DocumentUsage]:
+        self._check_open()
+        return [
+            DocumentUsage(
+                doc_id,
+                len(doc.snapshot) + sum(len(e.data) for e in doc.entries),
+                doc.last_seq - doc.acked_seq,
+                doc.opened_at,
+                doc.fetched_at,
+                doc.synced_at,
+            )
+            for doc_id, doc in sorted(self.data.documents.items())
+        ]
+
+    def remove_document(self, doc_id: DocId) -> None:
+        self._check_open()
+        self.data.documents.pop(doc_id, None)
+
+    def reset_document(self, doc_id: DocId, snapshot: bytes, client_id: int) -> DocumentInfo:
+        doc = self._doc(doc_id)
+        doc.snapshot = bytes(snapshot)
+        doc.snapshot_upto = doc.next_id - 1
+        doc.entries = []
+        doc.acked_seq = doc.last_seq
+        doc.client_id = client_id
+        doc.rotate = False
+        return self._info(doc_id, doc)
+
+    def meta_value(self, key: str) -> str | None:
+        self._check_open()
+        return self.data.meta.get(key)
+
+    def set_meta_value(self, key: str, value: str) -> None:
+        self._check_open()
+        self.data.meta[key] = value
 
     def close(self) -> None:
         if not self._closed:

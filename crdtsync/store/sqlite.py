@@ -1,10 +1,7 @@
 """The embedded default store: one SQLite file in WAL mode.
 
-Layout (schema version 1, kept in ``PRAGMA user_version``)::
-
-    meta(key, value)                       replica id, creation time
-    docs(num, doc_id, client_id, snapshot, snapshot_crc, snapshot_upto, acked_seq, seq_floor)
-    log(id, kind, seq, data, crc)          id = num << 40 | n
+Layout and migrations: :mod:`crdtsync.store.sqliteschema` (version 2: the cache
+bookkeeping of offline apps, :mod:`crdtsync.store.sqlitemeta`).
 
 Log ids carry the document number in their high bits, so one document's log is
 a contiguous rowid range: appending touches one B-tree page and reading a
@@ -38,7 +35,6 @@ import uuid
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Concatenate, Literal, ParamSpec, TypeVar
 
@@ -71,40 +67,16 @@ from .sqlitefile import (
     validate_read_only,
     write_error,
 )
+from .sqlitemeta import SQLiteDocumentMeta
+from .sqliteschema import ID_BITS, SCHEMA_VERSION, DocRow, check_schema, create, migrate
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-_ID_BITS = 40
+_ID_BITS = ID_BITS
 _MAX_DOC_NUM = (1 << 23) - 1
 _PAGE_SIZE = 1024  # small pages: a one-edit commit writes ~1 KiB to the WAL, not 4 KiB
-
-_SCHEMA = """
-CREATE TABLE meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE docs (
-    num          INTEGER PRIMARY KEY,
-    doc_id       TEXT NOT NULL UNIQUE,
-    client_id    INTEGER NOT NULL,
-    snapshot     BLOB NOT NULL,
-    snapshot_crc INTEGER NOT NULL,
-    snapshot_upto INTEGER NOT NULL DEFAULT 0,
-    acked_seq    INTEGER NOT NULL DEFAULT 0,
-    seq_floor    INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE log (
-    id   INTEGER PRIMARY KEY,
-    kind INTEGER NOT NULL,
-    seq  INTEGER,
-    data BLOB NOT NULL,
-    crc  INTEGER NOT NULL
-);
-"""
-_TABLES = {"meta", "docs", "log"}
 
 Durability = Literal["normal", "full"]
 _P = ParamSpec("_P")
@@ -128,20 +100,7 @@ def _reads(
     return wrapper
 
 
-@dataclass(slots=True)
-class _Doc:
-    num: int
-    client_id: int
-    acked_seq: int
-    last_seq: int
-    next_n: int
-    first_id: int = 0
-    last_id: int = 0
-
-    def __post_init__(self) -> None:
-        self.first_id = self.num << _ID_BITS
-        self.last_id = self.first_id | ((1 << _ID_BITS) - 1)
-
+_Doc = DocRow
 
 _crc = zlib.crc32
 _KINDS = {int(kind): kind for kind in EntryKind}
@@ -159,7 +118,7 @@ def _runs(ids: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteDocumentMeta):
     """A :class:`~crdtsync.store.Store` in one SQLite file.
 
     Use as a context manager or call :meth:`close`; an unclosed store warns with
@@ -231,20 +190,7 @@ class SQLiteStore:
         return True
 
     def _check_schema(self, version: int, tables: set[str]) -> None:
-        if version != SCHEMA_VERSION:
-            if version == 0:
-                raise StoreCorruptError(
-                    f"{self.path} is an SQLite database but not a crdtsync store "
-                    f"(tables: {', '.join(sorted(tables))})"
-                )
-            raise StoreVersionError(
-                f"{self.path} has store schema version {version}; this crdtsync "
-                f"reads version {SCHEMA_VERSION}"
-            )
-        if not tables >= _TABLES:
-            raise StoreCorruptError(
-                f"{self.path} is missing tables: {', '.join(sorted(_TABLES - tables))}"
-            )
+        check_schema(self.path, version, tables)
 
     def _open(self, conn: sqlite3.Connection, exists: bool) -> None:
         try:
@@ -253,8 +199,11 @@ class SQLiteStore:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if not exists or version == 0:
                 self._create(conn)
-            elif version != SCHEMA_VERSION:  # changed since validation
+            elif not 1 <= version <= SCHEMA_VERSION:  # changed since validation
                 raise StoreVersionError(f"{self.path} changed while it was being opened")
+            elif version < SCHEMA_VERSION:
+                migrate(conn, version)
+                logger.info("%s migrated from schema version %d", self.path, version)
             elif conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 conn.execute("PRAGMA journal_mode = WAL")
             synchronous = "FULL" if self.durability == "full" else "NORMAL"
@@ -283,13 +232,20 @@ class SQLiteStore:
             )
         try:
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            if self._unclean:
+                # Every document, not only those opened in the next session (the
+                # flag stays until each one has its new client id).
+                conn.execute("UPDATE docs SET rotate = 1")
             conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('session', ?)",
                 (self.durability,),
             )
+            conn.execute("COMMIT")
             if self.durability == "normal":
                 conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.Error as exc:
+            self._rollback()
             raise self._write_error("starting a session", exc) from exc
 
     @property
@@ -302,14 +258,11 @@ class SQLiteStore:
             conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            create(conn)
             conn.execute(
                 "INSERT INTO meta(key, value) VALUES ('replica_id', ?), ('created', ?)",
                 (uuid.uuid4().hex, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
             )
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -342,12 +295,13 @@ class SQLiteStore:
     @_reads
     def _load_doc_row(self, doc_id: DocId) -> _Doc | None:
         row = self._db.execute(
-            "SELECT num, client_id, acked_seq, seq_floor, snapshot_upto FROM docs WHERE doc_id = ?",
+            "SELECT num, client_id, acked_seq, seq_floor, snapshot_upto, rotate FROM docs"
+            " WHERE doc_id = ?",
             (doc_id,),
         ).fetchone()
         if row is None:
             return None
-        num, client_id, acked_seq, seq_floor, snapshot_upto = row
+        num, client_id, acked_seq, seq_floor, snapshot_upto, rotate = row
         lo, hi = num << _ID_BITS, (num << _ID_BITS) | ((1 << _ID_BITS) - 1)
         max_id, max_seq = self._db.execute(
             "SELECT max(id), max(seq) FROM log WHERE id BETWEEN ? AND ?", (lo, hi)
@@ -357,13 +311,13 @@ class SQLiteStore:
         # snapshot_upto would be taken as already folded into the snapshot.
         highest = max(max_id or lo, snapshot_upto, lo)
         next_n = (highest & ((1 << _ID_BITS) - 1)) + 1
-        doc = _Doc(num, client_id, acked_seq, last_seq, next_n)
+        doc = _Doc(num, client_id, acked_seq, last_seq, next_n, bool(rotate))
         self._docs[doc_id] = doc
         return doc
 
     @staticmethod
     def _info(doc_id: DocId, doc: _Doc) -> DocumentInfo:
-        return DocumentInfo(doc_id, doc.client_id, doc.acked_seq, doc.last_seq)
+        return DocumentInfo(doc_id, doc.client_id, doc.acked_seq, doc.last_seq, doc.rotate)
 
     def _write_error(self, action: str, exc: sqlite3.Error) -> StoreError:
         return write_error(self.path, action, exc)
@@ -533,10 +487,13 @@ class SQLiteStore:
     def set_client_id(self, doc_id: DocId, client_id: int) -> DocumentInfo:
         doc = self._doc(doc_id)
         try:
-            self._db.execute("UPDATE docs SET client_id = ? WHERE num = ?", (client_id, doc.num))
+            self._db.execute(
+                "UPDATE docs SET client_id = ?, rotate = 0 WHERE num = ?", (client_id, doc.num)
+            )
         except sqlite3.Error as exc:
             raise self._write_error(f"setting the client id of {doc_id!r}", exc) from exc
         doc.client_id = client_id
+        doc.rotate = False
         return self._info(doc_id, doc)
 
     def replace_snapshot(

@@ -10,11 +10,11 @@ through :meth:`crdtsync.Replica.connect` (the ``crdtsync`` package registers
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final
 
 import websockets
 from websockets.asyncio.client import ClientConnection
@@ -30,6 +30,7 @@ from ..errors import (
 )
 from ..events import (
     AwarenessReceived,
+    DocumentFetched,
     DocumentLive,
     DocumentOpened,
     DocumentOverLimit,
@@ -44,13 +45,19 @@ from ..events import (
 from ..ids import DocId
 from ..link import Token
 from ..replica import Replica
+from .fetch import token_value
 from .presence import PresenceLink
 from .protocol import DEFAULT_MAX_FRAME, TOKEN_REFUSALS, ErrorCode
+from .retry import RetryState, check_ws_url, endpoint_error, fatal_error
 from .session import ClientSession
+from .uploads import AttachmentUploader
 
 __all__ = ["Connector", "backoff", "is_retryable"]
 
 logger = logging.getLogger("crdtsync.sync.client")
+
+CLOSE_SERVICE_RESTART: Final = 1012
+"""Websocket close code of a relay that restarts (RFC 6455 registry): go elsewhere."""
 
 # Relay errors that reconnecting cannot fix.
 _FATAL_CODES = frozenset({ErrorCode.UNSUPPORTED_VERSION})
@@ -100,9 +107,12 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 class Connector:
-    """Keeps one replica connected to one relay until :meth:`stop`.
+    """Keeps one replica connected to a relay until :meth:`stop`.
 
-    Created by :meth:`crdtsync.Replica.connect`. Syncs every document the
+    Created by :meth:`crdtsync.Replica.connect`. ``url`` is one relay's address
+    or a list of relays sharing a store: after a failure the next attempt goes
+    to the next address (in order, wrapping), after the usual backoff, or at
+    once when the relay closed with 1012 (it restarts). Syncs every document the
     replica has open (and every document opened later): from :meth:`start` to
     :meth:`stop` it observes the replica's events (local changes are sent as
     soon as they are stored) and links its presence to the connection.
@@ -111,7 +121,7 @@ class Connector:
     def __init__(
         self,
         replica: Replica,
-        url: str,
+        url: str | Sequence[str],
         *,
         token: Token = None,
         max_frame: int = DEFAULT_MAX_FRAME,
@@ -120,7 +130,12 @@ class Connector:
         open_timeout: float | None = 10.0,
         delays: Callable[[], Iterator[float]] = backoff,
     ) -> None:
-        self.url = url
+        self._urls = [url] if isinstance(url, str) else list(url)
+        if not self._urls:
+            raise ValueError("no relay URL")
+        for each in self._urls:
+            check_ws_url(each)  # ValueError (not ws/wss), RelayEndpointError (a /yjs/ path)
+        self._next_url = 0  # index of the URL the next attempt uses
         self._replica = replica
         self._token = token
         self._session = ClientSession(
@@ -150,8 +165,21 @@ class Connector:
         self._unobserve: list[Callable[[], None]] = []
         self.error: BaseException | None = None
         """The fatal error that stopped the connector, if any."""
+        # Offline apps (crdtsync.offline): retries as sync_state shows them, uploads.
+        self.retry = RetryState(lambda: self.url, replica._sync_state_changed)
+        self._uploads = AttachmentUploader(replica, lambda: self.url, token, report=self.retry.note)
 
     # -- public -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The address of the relay in use (or tried next)."""
+        return self._urls[self._next_url]
+
+    @property
+    def urls(self) -> list[str]:
+        """Every relay address, in the order they are tried."""
+        return list(self._urls)
 
     @property
     def status(self) -> SyncStatus:
@@ -173,7 +201,8 @@ class Connector:
         (returns at once)."""
         if self._task is not None:
             return
-        for doc_id in self._replica.open_documents():
+        # Open documents, and every stored one with pending work or prefetched.
+        for doc_id in self._replica._documents_to_sync():
             self.add_document(doc_id)
         self._unobserve = [
             self._replica.observe(self.on_replica_event),
@@ -181,6 +210,8 @@ class Connector:
         ]
         self._presence.attach()
         self._task = self._loop.create_task(self._run(), name=f"crdtsync-sync {self.url}")
+        self._replica._remember_relay(self.url, self._token)
+        self._uploads.start()
 
     async def stop(self) -> None:
         """Close the connection (code 1000) and stop reconnecting."""
@@ -189,6 +220,7 @@ class Connector:
         for unobserve in self._unobserve:
             unobserve()
         self._unobserve = []
+        await self._uploads.stop()
         await self._presence.detach()
         ws = self._ws
         if ws is not None:
@@ -213,13 +245,25 @@ class Connector:
         """Stop without waiting (used when the replica is closed while connected)."""
         if self._task is not None:
             self._task.cancel()
+        self._uploads.cancel()
 
     def on_replica_event(self, event: object) -> None:
         """Replica observer: send local changes as soon as they are stored."""
         if isinstance(event, LocalUpdate):
             self.local_update(event.doc_id, event.seq, event.update)
-        elif isinstance(event, DocumentOpened):
+        elif isinstance(event, DocumentOpened | DocumentFetched):
             self.add_document(event.doc_id)
+
+    def forget_document(self, doc_id: DocId) -> None:
+        """Stop syncing ``doc_id`` (removed from the replica)."""
+        self._session.remove_document(doc_id)
+        self._synced.pop(doc_id, None)
+        self._flush()
+
+    def resync_document(self, doc_id: DocId) -> None:
+        """Subscribe ``doc_id`` again, from its current (reset) state."""
+        self._session.remove_document(doc_id)
+        self._add_document(doc_id)
 
     def add_document(self, doc_id: DocId) -> None:
         """Sync ``doc_id`` too (called by the replica when a document is opened)."""
@@ -326,8 +370,10 @@ class Connector:
 
     async def _reconnect_forever(self) -> None:
         delays = self._delays()
+        skipped = False  # the last wait was skipped (a restarting relay): never twice in a row
         while True:
             self._healthy = False
+            restarting = False
             try:
                 await self._connect_once()
             except (
@@ -345,21 +391,32 @@ class Connector:
                 if self._stopping:
                     return
                 if not is_retryable(exc):
-                    logger.error("sync with %s stopped: %s", self.url, exc)
-                    self.error = exc
+                    self.error = fatal_error(exc, self.url)
+                    logger.error("sync with %s stopped: %s", self.url, self.error)
+                    self.retry.stopped(self.error)
                     return
                 self._attempted.set()
-                logger.warning("connection to %s lost: %s", self.url, _describe(exc))
+                self.retry.failed(exc)  # one WARNING when unreachable, not one per attempt
+                restarting = _closed_for_restart(exc)
             if self._healthy:
                 delays = self._delays()  # a connection that got in sync resets the backoff
+            if len(self._urls) > 1:
+                self._next_url = (self._next_url + 1) % len(self._urls)
+                if restarting and not skipped:
+                    # The relay restarts (1012): another relay serves the same store now.
+                    logger.info("relay restarting; connecting to %s at once", self.url)
+                    skipped = True
+                    continue
+            skipped = False
             delay = next(delays)
-            logger.info("reconnecting to %s in %.2f s", self.url, delay)
-            await asyncio.sleep(delay)
+            logger.debug("reconnecting to %s in %.2f s", self.url, delay)
+            await self.retry.wait(delay)  # retry_now() cuts it short
 
     async def _connect_once(self) -> None:
         """One connection, until it ends; always raises (ConnectionClosed when the
         relay closed it cleanly)."""
         self._refused = None
+        self.retry.attempt()
         self._session.connecting()
         self._dispatch(self._session.events())
         if callable(self._token):
@@ -387,7 +444,12 @@ class Connector:
                     message = await ws.recv()  # raises ConnectionClosed when it ends
                     if isinstance(message, str):
                         raise ProtocolError("the relay sent a text message")
-                    self._session.receive(message)
+                    try:
+                        self._session.receive(message)
+                    except ProtocolError as exc:
+                        if self._session.relay_id is None:  # not a native relay at all
+                            raise endpoint_error(self.url, "does not speak it") from exc
+                        raise
                     self._flush()
                     if self._refused is not None:
                         raise self._refused
@@ -424,12 +486,19 @@ class Connector:
                     flag.clear()
                 self._replica.events.emit(event)
             elif isinstance(event, StatusChanged):
-                logger.info("sync status: %s", event.status.value)
+                # INFO once connected; each retry's connecting/offline only at DEBUG.
+                connected = event.status in (SyncStatus.SYNCING, SyncStatus.SYNCED)
+                (logger.info if connected else logger.debug)("sync status: %s", event.status.value)
                 if event.status in (SyncStatus.SYNCING, SyncStatus.SYNCED):
                     self._attempted.set()
+                    self.retry.connected()
                 self._healthy = self._healthy or event.status is SyncStatus.SYNCED
                 self._status_changed.set()
-                self._replica.events.emit(event)
+                # The event carries the whole sync state (the replica builds it).
+                replica = self._replica
+                replica.events.emit(
+                    event if replica.closed else replica._status_event(event.status)
+                )
             elif isinstance(event, DocumentLive):
                 self._replica.events.emit(event)
             elif isinstance(event, DocumentOverLimit):
@@ -474,15 +543,7 @@ class Connector:
 
     async def _fresh_token(self) -> str | None:
         """The token for the next HELLO (or AUTH): the string, or the callable's answer."""
-        token = self._token
-        if token is None or isinstance(token, str):
-            return token
-        value = token()
-        if inspect.isawaitable(value):
-            value = await value
-        if not isinstance(value, str) or not value:
-            raise TypeError(f"the token callable returned {type(value).__name__}, not a str")
-        return value
+        return await token_value(self._token)
 
     def _wake_waiters(self) -> None:
         for event in self._synced.values():
@@ -497,10 +558,10 @@ class Connector:
             self._loop.call_soon_threadsafe(function, *args)
 
 
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ConnectionClosed):
-        frame = exc.rcvd
-        if frame is not None:
-            return f"closed by the relay ({frame.code} {frame.reason})".rstrip()
-        return "connection closed"
-    return f"{type(exc).__name__}: {exc}"
+def _closed_for_restart(exc: BaseException) -> bool:
+    """True if the relay closed the connection with 1012 (service restart)."""
+    return (
+        isinstance(exc, ConnectionClosed)
+        and exc.rcvd is not None
+        and exc.rcvd.code == CLOSE_SERVICE_RESTART
+    )

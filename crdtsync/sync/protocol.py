@@ -101,6 +101,9 @@ class ErrorCode:
     """The connection fell too far behind; it is closed and should resync."""
     STORAGE_FAILED: Final = "storage_failed"
     """The relay could not store the update (disk full...); it was not acknowledged."""
+    STORAGE_UNAVAILABLE: Final = "storage_unavailable"
+    """The relay's storage (Redis) cannot be reached for now: updates sent are kept
+    and acknowledged once they are stored (not fatal; nothing to resend)."""
     BUSY: Final = "busy"
     """The document is still loading and too much was sent before its SYNC."""
     SHUTTING_DOWN: Final = "shutting_down"

@@ -9,19 +9,31 @@ behind one small async interface (:class:`RelayStorage`).
   process, not a power loss); the default ``synchronous=full`` fsyncs every commit,
   because an ACK promises durability.
 - ``memory://``: nothing survives the process (:class:`MemoryStorage`; for tests).
+- ``redis://[:password@]host:port/db`` (``rediss://`` with TLS, ``unix:///path``):
+  Redis, shared by several relay processes (:class:`RedisStorage`). Option
+  ``?prefix=name`` (default ``crdtsync``) starts every key of the store; other
+  redis-py options (``socket_timeout=...``) are passed on. Redis must persist
+  every write before replying (``appendonly yes``, ``appendfsync always``) unless
+  ``redis_volatile=True`` (``--redis-volatile``).
 
 Every failure of a storage raises a :class:`crdtsync.errors.StoreError` subclass.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import RelayStorage, RemoteCallback, StoredRoom, StoredUpdate
 from .memory import MemoryData, MemoryStorage
 from .sqlite import SQLiteStorage, Synchronous
 
+if TYPE_CHECKING:
+    from .redis import RedisStorage
+
 __all__ = [
     "MemoryData",
     "MemoryStorage",
+    "RedisStorage",
     "RelayStorage",
     "RemoteCallback",
     "SQLiteStorage",
@@ -32,19 +44,35 @@ __all__ = [
 
 _ACCEPTED = (
     "sqlite:///relative/path.db, sqlite:////absolute/path.db "
-    "(option: ?synchronous=full|normal) or memory://"
+    "(option: ?synchronous=full|normal), redis://host:port/db (option: ?prefix=name) "
+    "or memory://"
 )
 
 
-def open_storage(url: str) -> RelayStorage:
+def __getattr__(name: str) -> object:
+    """``RedisStorage`` loads redis-py only when asked for (it is in the ``relay`` extra)."""
+    if name == "RedisStorage":
+        from .redis import RedisStorage  # noqa: PLC0415
+
+        return RedisStorage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def open_storage(url: str, *, redis_volatile: bool = False) -> RelayStorage:
     """The storage a URL names, not opened yet (no I/O: ``await storage.open()`` next).
 
     Accepts ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db``, each
-    with the optional query ``?synchronous=full|normal`` (default ``full``), and
+    with the optional query ``?synchronous=full|normal`` (default ``full``),
+    ``redis://...`` (``rediss://``, ``unix://``; see the module docstring) and
     ``memory://``. The path is taken literally, up to a ``?``; its missing parent
     directories are created on ``open()``. An unknown scheme or option raises
-    ``ValueError`` naming what is accepted.
+    ``ValueError`` naming what is accepted. ``redis_volatile``: see
+    :class:`RedisStorage` (``volatile``).
     """
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from .redis import RedisStorage  # noqa: PLC0415
+
+        return RedisStorage(url, volatile=redis_volatile)
     if url == "memory://":
         return MemoryStorage()
     if url.startswith("memory:"):

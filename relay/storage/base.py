@@ -2,9 +2,17 @@
 snapshot, behind a small async interface that every backend implements.
 
 Backends: :class:`~relay.storage.sqlite.SQLiteStorage` (the embedded default),
-:class:`~relay.storage.memory.MemoryStorage` (tests, ephemeral relays) and, later,
-a shared backend (Redis) that several relay processes use at once. All of them
-pass the one contract test class in ``tests/relay_storage_contract.py``.
+:class:`~relay.storage.memory.MemoryStorage` (tests, ephemeral relays) and
+:class:`~relay.storage.redis.RedisStorage`, shared by several relay processes at
+once. All of them pass the one contract test class in
+``tests/relay_storage_contract.py``.
+
+Shared storage (:attr:`RelayStorage.shared`): a room a relay loads with
+``load(doc_id, follow=True)`` is *followed*: every update another relay process
+appends to that document later reaches the :meth:`RelayStorage.on_remote`
+callbacks, in log order, each exactly once, from just after what the load
+returned, until :meth:`RelayStorage.unfollow`. Single-process backends have no
+other writer and never call the callbacks.
 
 Order of calls: :meth:`RelayStorage.open` first, then any of the others, then
 :meth:`RelayStorage.close` (or ``async with storage:``). Calls are carried out in
@@ -30,6 +38,7 @@ __all__ = [
     "Claim",
     "RelayStorage",
     "RemoteCallback",
+    "SingleProcess",
     "StorageContext",
     "StoredRoom",
     "StoredUpdate",
@@ -39,8 +48,11 @@ __all__ = [
     "stale_compaction",
 ]
 
-RemoteCallback = Callable[[DocId, bytes], None]
-"""``callback(doc_id, update)``: an update another relay process appended."""
+RemoteCallback = Callable[[DocId, bytes, int], None]
+"""``callback(doc_id, update, entry_id)``: an update another relay process appended
+to a followed document, with its log id. ``entry_id`` 0 means ``update`` is the
+document's snapshot, delivered because the log entries after what this process
+had seen were compacted away (applying it brings the room up to date)."""
 
 Claim = tuple[DocId, int, str]
 """``(doc_id, client id, owner)``: ``owner`` (a token subject) wrote first under
@@ -108,6 +120,30 @@ class StorageContext:
         await self.close()
 
 
+class SingleProcess:
+    """What the single-process backends (memory, SQLite) share: no other process
+    appends to them, so nothing is ever delivered to :meth:`on_remote` callbacks,
+    and they are ready exactly while open (``_state == "open"``)."""
+
+    shared = False
+    """No other relay appends: a room in memory is all that storage holds."""
+    _state: str
+    _callbacks: list[RemoteCallback]
+
+    @property
+    def ready(self) -> bool:
+        """True while open."""
+        return self._state == "open"
+
+    def on_remote(self, callback: RemoteCallback) -> None:
+        """Keep ``callback``; it is never called: no other process can write to this
+        storage. (A shared backend calls it for other processes' updates.)"""
+        self._callbacks.append(callback)
+
+    def unfollow(self, doc_id: DocId) -> None:
+        """Nothing to do: no other process writes here."""
+
+
 @runtime_checkable
 class RelayStorage(Protocol):
     """Async persistence of the relay: per-document append-only update log + snapshot.
@@ -144,8 +180,25 @@ class RelayStorage(Protocol):
         """
         ...
 
-    async def load(self, doc_id: DocId) -> StoredRoom:
-        """Everything stored for ``doc_id``; an empty room for an unknown document."""
+    @property
+    def ready(self) -> bool:
+        """True while the storage is reachable and takes writes (always, between open
+        and close, for memory and SQLite; Redis checks in the background). A relay is
+        ready (``/readyz``) only then."""
+        ...
+
+    async def load(self, doc_id: DocId, *, follow: bool = False) -> StoredRoom:
+        """Everything stored for ``doc_id``; an empty room for an unknown document.
+
+        ``follow``: also deliver, from just after what this returns, what other relay
+        processes append to ``doc_id`` (shared storage; see the module docstring),
+        until :meth:`unfollow`. Loading a followed document again restarts its
+        delivery after the new load."""
+        ...
+
+    def unfollow(self, doc_id: DocId) -> None:
+        """Stop delivering other processes' updates of ``doc_id`` (the room was
+        unloaded). Harmless for a document not followed."""
         ...
 
     async def append(
@@ -183,10 +236,11 @@ class RelayStorage(Protocol):
         ...
 
     def on_remote(self, callback: RemoteCallback) -> None:
-        """Register ``callback(doc_id, update)`` for updates appended by ANOTHER relay
-        process sharing this storage; a shared backend (Redis) calls it from the
-        event loop. Single-process backends (memory, SQLite) keep the callback and
-        never call it: no other process can write to them.
+        """Register ``callback(doc_id, update, entry_id)`` for updates appended by
+        ANOTHER relay process sharing this storage to a followed document; a shared
+        backend (Redis) calls it from the event loop. Single-process backends
+        (memory, SQLite) keep the callback and never call it: no other process can
+        write to them.
         """
         ...
 

@@ -34,6 +34,7 @@ from crdtsync.ids import DocId, check_doc_id
 from .base import (
     Claim,
     RemoteCallback,
+    SingleProcess,
     StorageContext,
     StoredRoom,
     StoredUpdate,
@@ -70,7 +71,7 @@ class MemoryData:
     """True while a storage has this data open."""
 
 
-class MemoryStorage(StorageContext):
+class MemoryStorage(SingleProcess, StorageContext):
     """A :class:`~relay.storage.RelayStorage` in memory. Not durable.
 
     ``data`` is the content to use (a new, empty :class:`MemoryData` if omitted);
@@ -80,7 +81,6 @@ class MemoryStorage(StorageContext):
     """
 
     durable = False
-    shared = False
     """Memory storage loses everything with the process."""
 
     def __init__(self, data: MemoryData | None = None) -> None:
@@ -138,7 +138,7 @@ class MemoryStorage(StorageContext):
 
     # -- reads ----------------------------------------------------------------------------
 
-    async def load(self, doc_id: DocId) -> StoredRoom:
+    async def load(self, doc_id: DocId, *, follow: bool = False) -> StoredRoom:
         """Everything stored for ``doc_id``; an empty room for an unknown document."""
         self._check_open()
         check_doc_id(doc_id)
@@ -204,8 +204,3 @@ class MemoryStorage(StorageContext):
         kept = [entry for entry in data.logs.pop(doc_id, ()) if entry.id > upto]
         if kept:
             data.logs[doc_id] = kept
-
-    def on_remote(self, callback: RemoteCallback) -> None:
-        """Keep ``callback``; it is never called: no other process can write to memory
-        storage. (A shared backend calls it for other processes' updates.)"""
-        self._callbacks.append(callback)

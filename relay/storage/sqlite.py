@@ -79,6 +79,7 @@ from crdtsync.store.sqlitefile import (
 from .base import (
     Claim,
     RemoteCallback,
+    SingleProcess,
     StorageContext,
     StoredRoom,
     StoredUpdate,
@@ -130,6 +131,7 @@ _SCHEMA = (
 _TABLES = {"docs", "log"}
 _V2_TABLES = {"claims"}
 _INSERT = "INSERT INTO log (id, num, crc, data) VALUES (?, ?, ?, ?)"
+_OPEN_BUSY_MS = 2000  # how long open waits for a reader's read lock before it refuses
 _NUM_CACHE_LIMIT = 100_000  # document numbers remembered; forgotten all at once beyond
 
 _State = Literal["new", "open", "closed"]
@@ -138,7 +140,7 @@ _T = TypeVar("_T")
 _crc = zlib.crc32
 
 
-class SQLiteStorage(StorageContext):
+class SQLiteStorage(SingleProcess, StorageContext):
     """A :class:`~relay.storage.RelayStorage` in one SQLite file.
 
     ``path`` is the file (created, with missing parent directories, on
@@ -150,8 +152,6 @@ class SQLiteStorage(StorageContext):
 
     durable = True
     """A commit is in the file (``"full"``: on disk) when :meth:`append` returns."""
-    shared = False
-    """The file is locked to this process: no other relay appends to it."""
 
     def __init__(self, path: str | PathLike[str], synchronous: Synchronous = "full") -> None:
         if synchronous not in ("full", "normal"):
@@ -291,6 +291,9 @@ class SQLiteStorage(StorageContext):
         """Lock the file, create the schema if it is new, set the pragmas; return the
         last id ever assigned."""
         try:
+            # A reader (the admin tool) may hold a read lock for a moment: wait for it
+            # rather than refuse to start. Once locked, no other process gets in.
+            conn.execute(f"PRAGMA busy_timeout = {_OPEN_BUSY_MS}")
             conn.execute("PRAGMA locking_mode = EXCLUSIVE")
             conn.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             app, version, tables = identify(conn)
@@ -310,6 +313,7 @@ class SQLiteStorage(StorageContext):
             (last_log,) = conn.execute("SELECT max(id) FROM log").fetchone()
             (last_upto,) = conn.execute("SELECT max(snapshot_upto) FROM docs").fetchone()
             conn.execute("COMMIT")
+            conn.execute("PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise open_error(self.path, exc) from exc
         return max(last_log or 0, last_upto or 0)
@@ -418,7 +422,7 @@ class SQLiteStorage(StorageContext):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    async def load(self, doc_id: DocId) -> StoredRoom:
+    async def load(self, doc_id: DocId, *, follow: bool = False) -> StoredRoom:
         """Everything stored for ``doc_id``, every blob checked against its CRC-32
         (:class:`~crdtsync.errors.StoreCorruptError` on a mismatch); an empty room for
         an unknown document."""
@@ -561,8 +565,3 @@ class SQLiteStorage(StorageContext):
         except sqlite3.Error as exc:
             self._rollback(created)
             raise self._write_error(f"compacting {doc_id!r}", exc) from exc
-
-    def on_remote(self, callback: RemoteCallback) -> None:
-        """Keep ``callback``; it is never called: the file is locked to this process, so
-        no other relay process can append to it."""
-        self._callbacks.append(callback)

@@ -19,6 +19,14 @@
 //   set           {map, key, value}    Y.Map set (value: any JSON)
 //   remove        {map, key}
 //   awareness     {state}              awareness.setLocalState(state) (null withdraws it)
+//   writer        {name}               register this client in the records' `writers` map
+//   record_set    {record, field, value}  set a record field as records.mjs does (the
+//                                      layout's rule; `record` is the record id)
+//   record_delete {record, deleted}    delete (true) or restore (false) a record
+//   record_get    {record}             -> {record: readRecord(...), itemIds: {head id: the
+//                                          Yjs id of its entry, "client.clock"}}
+//   wait_record   {record, expect, timeout?}  until readRecord(...) has the values in `expect`
+//                                          (any of exists, deleted, fields, conflicts)
 //   get           {texts?, maps?}      -> {content: {texts, maps}, awareness, clientID,
 //                                          connected, synced, connects, closes}
 //   wait_content  {texts?, maps?, timeout?}  until the named texts/maps equal the given
@@ -36,6 +44,7 @@ import readline from 'node:readline'
 import * as Y from 'yjs'
 import { WebsocketProvider } from 'y-websocket'
 import WebSocket from 'ws'
+import { readRecord, registerWriter, setDeleted, writeField } from './records.mjs'
 
 const doc = new Y.Doc()
 /** @type {WebsocketProvider | null} */
@@ -190,6 +199,44 @@ const commands = {
   async remove (cmd) {
     doc.getMap(cmd.map).delete(cmd.key)
     return {}
+  },
+
+  async writer (cmd) {
+    registerWriter(doc, cmd.name)
+    return {}
+  },
+
+  async record_set (cmd) {
+    writeField(doc, cmd.record, cmd.field, cmd.value)
+    return {}
+  },
+
+  async record_delete (cmd) {
+    setDeleted(doc, cmd.record, cmd.deleted)
+    return {}
+  },
+
+  async record_get (cmd) {
+    const itemIds = {}
+    for (const [key, item] of doc.getMap('rec:' + cmd.record)._map) {
+      if (!item.deleted) itemIds[key] = `${item.id.client}.${item.id.clock}`
+    }
+    return { record: readRecord(doc, cmd.record), itemIds }
+  },
+
+  async wait_record (cmd) {
+    const matches = () => {
+      const record = readRecord(doc, cmd.record)
+      return Object.entries(cmd.expect).every(([k, v]) => canonical(record[k]) === canonical(v))
+    }
+    await until(
+      matches,
+      onDocUpdate,
+      cmd.timeout ?? 10,
+      () => `record ${cmd.record} is ${canonical(readRecord(doc, cmd.record))}, ` +
+        `waiting for ${canonical(cmd.expect)}`
+    )
+    return { record: readRecord(doc, cmd.record) }
   },
 
   async awareness (cmd) {
