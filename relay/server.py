@@ -40,6 +40,7 @@ from websockets.typing import Origin
 from crdtsync.document import DEFAULT_COMPACT_MIN_BYTES
 from crdtsync.sync.protocol import ErrorCode
 
+from .framing import BinaryFramer
 from .handshakes import HandshakeGuard, connection_factory
 from .http import NATIVE_PATH, YJS_PREFIX, HttpFront, peer, yjs_doc_id
 from .listener import Listener, listen, quiet_accept_errors, raise_open_file_limit
@@ -166,6 +167,7 @@ class Relay:
         self.offline = OfflineEndpoints(
             self.hub, self.storage, authenticate=authenticate, options=offline
         )
+        self._framed = BinaryFramer()
         self._server: Server | None = None
         self._restore_handler: Callable[[], None] | None = None
         self._listener: Listener | None = None
@@ -409,6 +411,7 @@ class Relay:
             binary = "frames are binary msgpack, not text"
         session.pre_auth_bytes = getattr(ws, "request_bytes", 0)
         session.on_output = lambda: self._output(ws, session, wake)
+        session.sink = self._sink(ws, session)
         syncs = asyncio.Event()
         session.on_sync = syncs.set
         loop = asyncio.get_running_loop()
@@ -479,6 +482,36 @@ class Relay:
                 session,
                 f"more than {self.limits.max_queued_bytes} bytes unsent; reconnect to resync",
             )
+
+    def _sink(self, ws: ServerConnection, session: RelaySession) -> Callable[[bytes], bool] | None:
+        """The fan-out's fast path for one connection (:attr:`RelaySession.sink`): the
+        frame's websocket encoding, built once for every subscriber (a server's frames
+        are not masked, so without compression they are the same bytes for all), is
+        written straight to the socket. Connections that negotiated compression keep
+        the per-connection path (websockets compresses each message itself).
+        Backpressure as in :meth:`_output`."""
+        protocol = ws.protocol
+        if protocol.extensions:
+            return None
+        transport = ws.transport
+        limit = self.limits.max_queued_bytes + 2 * self.limits.sync_piece_bytes
+        framed = self._framed
+        opened = State.OPEN
+
+        def write(frame: bytes) -> bool:
+            if protocol.state is not opened or transport.is_closing():
+                return False  # queued: the writer task handles the close
+            transport.write(framed(frame))
+            buffered = session.backlog = transport.get_write_buffer_size()
+            if buffered > limit:
+                self._slow_consumer(
+                    ws,
+                    session,
+                    f"more than {self.limits.max_queued_bytes} bytes unsent; reconnect to resync",
+                )
+            return True
+
+        return write
 
     def _slow_consumer(self, ws: ServerConnection, session: RelaySession, message: str) -> None:
         """Close a client that is not reading. The close handshake cannot get through

@@ -196,6 +196,11 @@ class RelaySession:
         self.backlog = 0
         """Bytes the I/O layer had not yet sent on the connection when it last
         wrote: over a piece's size, new sync answers wait for it to drain."""
+        self.sink: Callable[[bytes], bool] | None = None
+        """Set by the I/O layer: writes one frame to the connection at once and
+        returns True, or returns False (then the frame is queued and ``on_output``
+        called). Used only while nothing is queued, so frames keep their order: the
+        fan-out's fast path, with no queue and no wake-up per delivery."""
         self._out: deque[bytes] = deque()
         self._queued = 0
         self.bytes_sent = 0
@@ -431,8 +436,13 @@ class RelaySession:
             self.on_output()
 
     def push(self, frame: bytes) -> None:
-        """Queue an already encoded frame (fan-out encodes once for every subscriber)."""
+        """Send an already encoded frame (fan-out encodes once for every subscriber):
+        through :attr:`sink` when nothing is queued, else queued."""
         if self.close is not None:
+            return
+        sink = self.sink
+        if sink is not None and not self._out and sink(frame):
+            self.bytes_sent += len(frame)
             return
         self._out.append(frame)
         self._queued += len(frame)
