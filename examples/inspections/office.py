@@ -3,8 +3,8 @@
 It keeps its own replica (an SQLite file) of the records collection ``inspections``,
 the same collection the inspectors' pages edit through the relay's ``/yjs/inspections``.
 
-    python examples/inspections/office.py watch --demo       # what `make example` runs
-    python examples/inspections/office.py conflicts          # a one-off command (not while watching)
+    python examples/inspections/office.py watch --demo   # what `make example` runs
+    python examples/inspections/office.py conflicts      # a one-off command (not while watching)
     python examples/inspections/office.py --help
 
 ``watch`` prints every change as it arrives: a ``RecordsChanged`` event wakes it and it

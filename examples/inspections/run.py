@@ -95,6 +95,7 @@ def start_relay(host: str, port: int, data: Path) -> tuple[subprocess.Popen[str]
         [sys.executable, "-m", "relay", "--host", host, "--port", str(port),
          "--store", f"sqlite:///{data / 'relay.db'}"],
         stdout=subprocess.PIPE, stderr=log, text=True,
+        process_group=0,  # not stopped by Ctrl-C with the others: it stops after the office
     )  # fmt: skip
     assert relay.stdout is not None
     line = relay.stdout.readline()  # "listening on ws://host:port ..."
@@ -130,20 +131,33 @@ def main() -> int:
     args.data.mkdir(parents=True, exist_ok=True)
 
     relay, relay_url = start_relay(args.host, args.relay_port, args.data)
+    try:
+        return serve_and_watch(args, relay_url)
+    finally:
+        relay.terminate()  # it stores what it received, then exits
+        relay.wait()
+
+
+def serve_and_watch(args: argparse.Namespace, relay_url: str) -> int:
+    """Serve the page (in a thread) and run the office until it stops; its exit status."""
     PageHandler.relay_http = "http" + relay_url[2:]
     PageHandler.log_file = (args.data / "web.log").open("a")
-    web = ThreadingHTTPServer((args.host, args.web_port), partial(PageHandler, directory=str(WEB)))
+    try:
+        web = ThreadingHTTPServer(
+            (args.host, args.web_port), partial(PageHandler, directory=str(WEB))
+        )
+    except OSError as exc:
+        print(f"cannot serve the page on {args.host}:{args.web_port}: {exc} (try --web-port)")
+        return 1
     threading.Thread(target=web.serve_forever, daemon=True).start()
     page = f"http://{args.host}:{web.server_port}/?relay={relay_url}/yjs"
-
     print(
         f"relay:          {relay_url} "
         f"(SQLite: {args.data / 'relay.db'}; log: {args.data / 'relay.log'})"
     )
     print(f"inspector page: {page}")
-    print(
-        "office:         below; type `help` for its commands. Ctrl-C stops everything.", flush=True
-    )
+    print("office:         below; type `help` for its commands. Ctrl-C stops everything.")
+    sys.stdout.flush()
     office = subprocess.Popen([
         sys.executable, str(HERE / "office.py"), "--store", str(args.data / "office.db"),
         "--relay", relay_url, "watch", "--demo",
@@ -154,11 +168,10 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)  # Ctrl-C reaches the office too; it stops once
-    status = office.wait()
-    web.shutdown()
-    relay.terminate()
-    relay.wait()
-    return status
+    try:
+        return office.wait()
+    finally:
+        web.shutdown()
 
 
 if __name__ == "__main__":
