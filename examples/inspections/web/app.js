@@ -22,6 +22,7 @@ const changed = () => { // draw once per burst of changes
 }
 const inspections = new Inspections(relay, `${inspector} (browser)`, changed)
 const photos = new Photos(COLLECTION, changed)
+const uploadPhotos = () => photos.upload().catch((error) => console.warn('photo upload:', error))
 
 // The app shell (this page, its script and style) is kept by a service worker, so the
 // page opens with no network; the records come from IndexedDB.
@@ -106,17 +107,25 @@ function renderForm (record) {
   }))
 }
 
+/** The photo: from this device if it is here, else from the relay (through the page's server). */
 async function renderPhoto (ref) {
   const box = $('#photo')
-  if (typeof ref !== 'string' || !ref.startsWith('sha256:')) { box.replaceChildren(); return }
+  if (typeof ref !== 'string' || !ref.startsWith('sha256:')) {
+    box.replaceChildren()
+    delete box.dataset.shown
+    return
+  }
   const local = await photos.get(ref)
+  const state = local && !local.uploaded ? 'photo saved on this device' : 'photo uploaded'
+  if (box.dataset.shown === ref + state) return // already on screen
+  box.dataset.shown = ref + state
   const img = document.createElement('img')
   img.alt = 'photo'
-  img.src = local ? URL.createObjectURL(local.blob) : `/attachments/${ref.slice(7)}`
+  img.src = local ? URL.createObjectURL(local.blob) : `/attachments/${ref.slice('sha256:'.length)}`
   img.onload = () => URL.revokeObjectURL(img.src)
   const caption = document.createElement('span')
   caption.className = 'muted'
-  caption.textContent = local && !local.uploaded ? 'photo saved on this device' : 'photo uploaded'
+  caption.textContent = state
   box.replaceChildren(img, caption)
 }
 
@@ -162,6 +171,5 @@ addEventListener('hashchange', () => {
 await photos.open()
 await inspections.open()
 // Photos go up whenever the page is linked to the relay.
-const uploadPhotos = () => photos.upload().catch((error) => console.warn('photo upload:', error))
 inspections.provider.on('sync', (synced) => { if (synced) uploadPhotos() })
 render()
