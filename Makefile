@@ -1,6 +1,7 @@
 # crdtsync: the two commands of README.md, and a few more.
-#   make relay  the main job: the relay on 127.0.0.1:8765, stored in relay-data/relay.db
-#   make test   lint, type-check and the whole test suite
+#   make relay    the main job: the relay on 127.0.0.1:8765, stored in relay-data/relay.db
+#   make test     lint, type-check and the whole test suite
+#   make example  the field-inspection example: relay, inspector page, office (README)
 # Each target installs what it needs into .venv first: the library with the relay's
 # extra (crdtsync[relay]) and the test and dev tools.
 
@@ -9,7 +10,7 @@ VENV   ?= .venv
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: install run relay demo test lint typecheck pytest node-deps bench bench-full clean
+.PHONY: install run relay demo example example-web test lint typecheck pytest node-deps bench bench-full clean
 
 install: $(STAMP)
 
@@ -45,14 +46,39 @@ relay: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m crdtsync demo
 
+# The field-inspection example (examples/inspections, README "Quick start"): the relay
+# (SQLite, relay-data/example/), the inspector page's server and the office process, all on
+# loopback; it prints the page's URL. The page is bundled from stock npm packages pinned in
+# its package-lock.json (npm ci, then esbuild). EXAMPLE_FLAGS: more flags of run.py
+# (--relay-port, --web-port, --data).
+EXAMPLE_WEB   = examples/inspections/web
+EXAMPLE_NPM   = $(EXAMPLE_WEB)/node_modules/.installed
+EXAMPLE_JS    = $(EXAMPLE_WEB)/dist/app.js
+EXAMPLE_FLAGS ?=
+
+example: $(STAMP) example-web
+	@$(PY) examples/inspections/run.py $(EXAMPLE_FLAGS)
+
+example-web: $(EXAMPLE_JS)
+
+$(EXAMPLE_NPM): $(EXAMPLE_WEB)/package.json $(EXAMPLE_WEB)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "the inspector page is built with npm: install Node.js 18+ and npm" >&2; exit 1; }
+	npm ci --prefix $(EXAMPLE_WEB) --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(EXAMPLE_JS): $(EXAMPLE_NPM) $(filter-out $(EXAMPLE_WEB)/sw.js,$(wildcard $(EXAMPLE_WEB)/*.js))
+	npm run --prefix $(EXAMPLE_WEB) --silent build
+
 # ruff, and the layering contracts of pyproject.toml ([tool.importlinter]).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check crdtsync relay tests benchmarks
-	$(VENV)/bin/ruff format --check crdtsync relay tests benchmarks
+	$(VENV)/bin/ruff check crdtsync relay tests benchmarks examples
+	$(VENV)/bin/ruff format --check crdtsync relay tests benchmarks examples
 	$(VENV)/bin/lint-imports
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy --strict crdtsync relay
+	$(VENV)/bin/mypy --strict examples/inspections/office.py examples/inspections/run.py
 
 # The Yjs interop tests (tests/test_yjs_interop.py) run stock Yjs clients from npm,
 # pinned in tests/js/package-lock.json. With node and npm, pytest installs them
@@ -74,7 +100,7 @@ peers: $(STAMP)
 	$(PY) -m benchmarks.peers
 
 ifeq ($(HAVE_NODE),yes)
-PYTEST_NODE = $(NODE_STAMP) peers
+PYTEST_NODE = $(NODE_STAMP) peers $(EXAMPLE_JS)
 else
 PYTEST_NODE = node-missing
 endif
@@ -84,7 +110,8 @@ node-missing:
 	@if [ "$$CI" = "true" ]; then \
 	  echo "CI=true but node/npm are not installed: the Yjs interop tests must run in CI" >&2; \
 	  exit 1; fi
-	@echo "node/npm not found: the Yjs interop tests (tests/test_yjs_interop.py) will be skipped"
+	@echo "node/npm not found: the Yjs interop tests (tests/test_yjs_interop.py) and the" \
+	  "example's browser test (tests/test_example_inspections.py) will be skipped"
 
 # The Redis tests start private redis-server processes: install the Debian package
 # when the binary is missing (CI is root on Debian; elsewhere, say why they skip).
@@ -97,8 +124,20 @@ redis-server:
 	    if [ "$$CI" = "true" ]; then echo "could not install redis-server" >&2; exit 1; fi; \
 	    echo "could not install redis-server: the Redis tests will be skipped"; }; }
 
+# The example's browser test (tests/test_example_inspections.py) drives Debian's Chromium
+# (never a downloaded browser): install the package when /usr/bin/chromium is missing.
+.PHONY: chromium
+chromium:
+	@[ -x /usr/bin/chromium ] || { \
+	  echo "chromium not found: installing the Debian package chromium"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) \
+	    >/dev/null || { \
+	    if [ "$$CI" = "true" ]; then echo "could not install chromium" >&2; exit 1; fi; \
+	    echo "could not install chromium (apt-get install chromium):" \
+	      "the browser test will be skipped"; }; }
+
 # pytest exits 5 when it collects no tests: not a failure of the build.
-pytest: $(STAMP) $(PYTEST_NODE) redis-server
+pytest: $(STAMP) $(PYTEST_NODE) redis-server chromium
 	$(VENV)/bin/pytest; status=$$?; \
 	  if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 
@@ -119,4 +158,5 @@ bench-full: $(BENCH_STAMP)
 	$(PY) -m benchmarks --full
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis demo-data
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis demo-data \
+	  $(EXAMPLE_WEB)/node_modules $(EXAMPLE_WEB)/dist
