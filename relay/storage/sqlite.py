@@ -26,8 +26,8 @@ a power loss; group commit (one append per batch) amortises the fsync.
 commits in a power loss. Both are ``durable`` in the sense of the contract.
 
 Threads: every SQLite call runs on one worker thread the storage owns (a
-``ThreadPoolExecutor(max_workers=1)``), never on the event loop. Calls therefore
-run one at a time, in the order they were made.
+:class:`~relay.storage.worker.SerialWorker`), never on the event loop. Calls
+therefore run one at a time, in the order they were made.
 
 Locking and foreign files, as in the replica store (:mod:`crdtsync.store.sqlite`):
 the file is opened with ``locking_mode=EXCLUSIVE``, so a second process cannot
@@ -49,7 +49,6 @@ import sqlite3
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from os import PathLike
 from pathlib import Path
 from typing import Literal, ParamSpec, TypeVar
@@ -88,6 +87,7 @@ from .base import (
     check_compact,
     stale_compaction,
 )
+from .worker import SerialWorker
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStorage", "Synchronous"]
 
@@ -163,7 +163,7 @@ class SQLiteStorage(SingleProcess, StorageContext):
         )
         self._state: _State = "new"
         self._life = asyncio.Lock()  # open() and close() one at a time
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: SerialWorker | None = None
         # Used on the worker thread only (and by __del__, when no call can be running):
         self._conn: sqlite3.Connection | None = None
         self._key: tuple[int, int] | None = None
@@ -178,8 +178,7 @@ class SQLiteStorage(SingleProcess, StorageContext):
         executor = self._executor
         if self._state != "open" or executor is None:
             raise self._not_open()
-        call = functools.partial(function, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+        return await executor.run(functools.partial(function, *args, **kwargs))
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -211,17 +210,17 @@ class SQLiteStorage(SingleProcess, StorageContext):
                 return
             if self._state == "closed":
                 raise StoreError(f"relay storage {self.path} is closed")
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relay-storage")
+            executor = SerialWorker("relay-storage")
             try:
-                await asyncio.get_running_loop().run_in_executor(executor, self._open)
+                await executor.run(self._open)
             except StoreError as exc:
                 logger.warning("relay storage %s not opened: %s", self.path, exc)
-                executor.shutdown(wait=False)
+                executor.shutdown()
                 raise
             except BaseException:
                 # Cancelled: the worker may still finish opening; undo that there.
                 executor.submit(self._close)
-                executor.shutdown(wait=False)
+                executor.shutdown()
                 raise
             self._executor = executor
             self._state = "open"
@@ -363,9 +362,9 @@ class SQLiteStorage(SingleProcess, StorageContext):
             if executor is None:
                 return
             try:
-                await asyncio.get_running_loop().run_in_executor(executor, self._close)
+                await executor.run(self._close)
             finally:
-                executor.shutdown(wait=False)  # idle now (or finishing _close if cancelled)
+                executor.shutdown()  # idle now (or finishing _close if cancelled)
         if was_open:
             logger.info("relay storage %s closed", self.path)
 
@@ -388,7 +387,7 @@ class SQLiteStorage(SingleProcess, StorageContext):
             # No call is running: a queued call would hold a reference to self.
             self._close()
             if self._executor is not None:
-                self._executor.shutdown(wait=False)
+                self._executor.shutdown()
                 self._executor = None
 
     # -- errors ---------------------------------------------------------------------------------
