@@ -168,7 +168,8 @@ class LiveDocument:
     # -- state ----------------------------------------------------------------------------
 
     def state_vector(self) -> StateVector:
-        """The document's state vector (tracked when exclusive, else read)."""
+        """The document's state vector (tracked when exclusive, else read). Read it, do not
+        keep or change it: the tracked one changes in place as updates apply."""
         return self._read_sv() if self._sv is None else self._sv
 
     def _refresh(self) -> None:
@@ -232,7 +233,10 @@ class LiveDocument:
             self._refresh()
             return part, f"update refused by pycrdt: {exc}"
         if self._sv is not None:
-            self._sv = summary.reach(before) if summary is not None else self._read_sv()
+            if summary is not None:
+                summary.advance(self._sv)  # in place: ``before`` is no longer needed
+            else:
+                self._sv = self._read_sv()
         return update, None
 
     def _read_sv(self) -> StateVector:

@@ -62,22 +62,32 @@ class UpdateSummary:
         """Client ids whose items the update carries (not counting deletions)."""
         return {client for client, ranges in self.ranges.items() if ranges}
 
-    def reach(self, state_vector: StateVector) -> StateVector:
-        """The state a document at ``state_vector`` reaches by integrating this update.
-
-        Per client, the known clock extended through the update's ranges that
-        connect to it; a range that starts beyond it (a gap) is not reached.
-        """
-        reach = dict(state_vector)
+    def _reached(self, state_vector: StateVector) -> dict[int, int]:
+        """Per client of the update, the clock a document at ``state_vector`` reaches
+        by integrating it: the known clock extended through the update's ranges that
+        connect to it (a range that starts beyond it, a gap, is not reached)."""
+        reached: dict[int, int] = {}
         for client, spans in self.ranges.items():
-            have = reach.get(client, 0)
-            for start, end in sorted(spans):
+            have = state_vector.get(client, 0)
+            for start, end in sorted(spans) if len(spans) > 1 else spans:
                 if start > have:
                     break
                 have = max(have, end)
-            if have:
-                reach[client] = have
+            reached[client] = have
+        return reached
+
+    def reach(self, state_vector: StateVector) -> StateVector:
+        """The state a document at ``state_vector`` reaches by integrating this update."""
+        reach = dict(state_vector)
+        reach.update((client, have) for client, have in self._reached(state_vector).items() if have)
         return reach
+
+    def advance(self, state_vector: StateVector) -> None:
+        """Change ``state_vector`` in place into :meth:`reach`'s answer (only the
+        update's clients are touched: no copy of a large state vector)."""
+        for client, have in self._reached(state_vector).items():
+            if have:
+                state_vector[client] = have
 
     def missing(self, state_vector: StateVector) -> dict[int, int]:
         """What a document at ``state_vector`` lacks to integrate this update whole.
@@ -87,11 +97,12 @@ class UpdateSummary:
         before the update's own items, an item it refers to, or an item it deletes.
         Empty when the update can be applied completely.
         """
-        reach = self.reach(state_vector)
+        reached = self._reached(state_vector)
         missing: dict[int, int] = {}
 
         def need(client: int, clock: int) -> None:
-            if clock > reach.get(client, 0):
+            have = reached[client] if client in reached else state_vector.get(client, 0)
+            if clock > have:
                 missing[client] = max(missing.get(client, 0), clock)
 
         for client, spans in self.ranges.items():
@@ -116,11 +127,25 @@ class UpdateReader:
         self.pos = pos
 
     def var_uint(self) -> int:
+        # Inlined (it is most of an update's header): one byte is the common case,
+        # and 32-bit client ids take five at most.
+        data = self.data
         pos = self.pos
-        if pos < len(self.data) and self.data[pos] < 0x80:  # one byte: the common case
-            self.pos = pos + 1
-            return self.data[pos]
-        value, self.pos = read_var_uint(self.data, pos)
+        if pos < len(data):
+            byte = data[pos]
+            if byte < 0x80:
+                self.pos = pos + 1
+                return byte
+            value = byte & 0x7F
+            shift = 7
+            for index in range(pos + 1, min(len(data), pos + 10)):
+                byte = data[index]
+                value |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    self.pos = index + 1
+                    return value
+                shift += 7
+        value, self.pos = read_var_uint(data, pos)  # raises the precise error
         return value
 
     def byte(self) -> int:
