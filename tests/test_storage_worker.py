@@ -4,8 +4,10 @@ off the event loop, and their results and errors reach the caller."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
+import weakref
 
 import pytest
 
@@ -57,4 +59,37 @@ async def test_a_cancelled_wait_and_an_unwatched_failure_are_harmless(
             assert await worker.run(lambda: 7) == 7  # after the failed one, in order
         assert "failed with nobody waiting" in caplog.text
     finally:
+        worker.shutdown()
+
+
+async def test_the_worker_keeps_nothing_of_a_finished_call() -> None:
+    """A read's result can be a whole document: once the caller has it and drops it,
+    the worker must not keep it (or the call) alive while it does something else."""
+    worker = SerialWorker("test-storage")
+
+    class Big:
+        pass
+
+    started, release = threading.Event(), threading.Event()
+
+    def read() -> Big:
+        return Big()
+
+    def next_call() -> None:
+        started.set()
+        release.wait(timeout=30)
+
+    try:
+        result = await worker.run(read)
+        gone = weakref.ref(result)
+        del result
+        waiting = worker.run(next_call)
+        # The thread is inside the next call: nothing of the first one is on its stack.
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 30)
+        gc.collect()
+        assert gone() is None, "the worker thread still holds the last result"
+        release.set()
+        await waiting
+    finally:
+        release.set()
         worker.shutdown()

@@ -47,21 +47,28 @@ class SerialWorker:
         self._thread.start()
 
     def _serve(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            call, loop, future = item
-            try:
-                result = call()
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller, as an executor does
-                if loop is None or future is None:
-                    logger.error("storage call %r failed with nobody waiting: %s", call, exc)
-                else:
-                    loop.call_soon_threadsafe(_set_exception, future, exc)
-                continue
-            if loop is not None and future is not None:
-                loop.call_soon_threadsafe(_set_result, future, result)
+        while (item := self._queue.get()) is not None:
+            self._run_one(*item)
+            # Nothing of the last call may stay alive while the thread waits for the
+            # next: a read's result can be a whole document.
+            del item
+
+    @staticmethod
+    def _run_one(
+        call: Callable[[], Any],
+        loop: asyncio.AbstractEventLoop | None,
+        future: asyncio.Future[Any] | None,
+    ) -> None:
+        try:
+            result = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, as an executor does
+            if loop is None or future is None:
+                logger.error("storage call %r failed with nobody waiting: %s", call, exc)
+            else:
+                loop.call_soon_threadsafe(_set_exception, future, exc)
+            return
+        if loop is not None and future is not None:
+            loop.call_soon_threadsafe(_set_result, future, result)
 
     def run(self, call: Callable[[], _T]) -> asyncio.Future[_T]:
         """Run ``call`` on the thread after every call made before; await its result."""
