@@ -242,6 +242,22 @@ class Attachments:
         or given a relay)."""
         self._downloader = downloader
 
+    def by_document(self) -> dict[str, tuple[int, int, float]]:
+        """Every document that attachments stored here were put (or fetched) for:
+        ``{doc_id: (bytes stored, unsent count, when the newest was stored)}``."""
+        found: dict[str, tuple[int, int, float]] = {}
+        for info in self._infos.values():
+            if not info.local:
+                continue
+            for doc_id in info.doc_ids:
+                size, unsent, newest = found.get(doc_id, (0, 0, 0.0))
+                found[doc_id] = (
+                    size + info.size,
+                    unsent + (not info.uploaded),
+                    max(newest, info.created_at),
+                )
+        return found
+
     def bytes_for(self, doc_id: str) -> tuple[int, int]:
         """``(bytes stored, unsent count)`` of ``doc_id``'s attachments."""
         size = unsent = 0

@@ -319,12 +319,27 @@ class OfflineReplica:
 
     def usage(self) -> list[CachedDocument]:
         """Every stored document: bytes (with its attachments), pending changes and
-        attachments, when it was last opened, fetched and synced."""
+        attachments, when it was last opened, fetched and synced; also every
+        document only attachments stored here were put for (``put(...,
+        doc_id=...)`` names a document the store need not have), sorted by id."""
         self._check_open()
-        return [self._cached(entry) for entry in self._store.usage()]
+        return [cached for cached, _ in self._usage()]
 
-    def _cached(self, entry: DocumentUsage) -> CachedDocument:
-        size, unsent = self._attachments.bytes_for(entry.doc_id)
+    def _usage(self) -> list[tuple[CachedDocument, float]]:
+        """:meth:`usage`, each with when it was last used: opened or fetched, or for
+        a document known only from its attachments, when the newest was stored."""
+        attached = self._attachments.by_document()
+        rows: list[tuple[CachedDocument, float]] = []
+        for entry in self._store.usage():
+            size, unsent, _ = attached.pop(entry.doc_id, (0, 0, 0.0))
+            rows.append((self._cached(entry, size, unsent), entry.last_used or 0.0))
+        for doc_id, (size, unsent, stored_at) in attached.items():
+            cached = CachedDocument(DocId(doc_id), size, 0, unsent, None, None, None, False)
+            rows.append((cached, stored_at))
+        rows.sort(key=lambda row: row[0].doc_id)
+        return rows
+
+    def _cached(self, entry: DocumentUsage, size: int, unsent: int) -> CachedDocument:
         pending = entry.pending
         state = self._docs.get(entry.doc_id)
         if state is not None:
@@ -344,21 +359,20 @@ class OfflineReplica:
         """Drop the local copy of documents not opened or fetched for ``unused_for``,
         then (``max_bytes``) of the least recently used ones until the store holds
         at most ``max_bytes``. Never one with pending changes or unsent attachments,
-        nor one open in this process. Returns the ids evicted; an evicted document
-        comes back from the relay when opened online (or raises
+        nor one open in this process. Attachments stored for a document the store
+        does not have count as used when they were stored. Returns the ids evicted;
+        an evicted document comes back from the relay when opened online (or raises
         :class:`~crdtsync.errors.DocumentNotCachedError` with ``offline_only=True``)."""
         self._check_open()
         if unused_for is None and max_bytes is None:
             raise ValueError("give unused_for=, max_bytes= or both")
         now = self._clock()
-        entries = self.usage()
-        total = sum(e.bytes for e in entries)
-        raw = {u.doc_id: u for u in self._store.usage()}
-        candidates = [e for e in entries if not e.open and not e.pending]
-        candidates.sort(key=lambda e: raw[e.doc_id].last_used or 0.0)
+        rows = self._usage()
+        total = sum(cached.bytes for cached, _ in rows)
+        candidates = [(c, used) for c, used in rows if not c.open and not c.pending]
+        candidates.sort(key=lambda row: row[1])
         evicted: list[str] = []
-        for entry in candidates:
-            last_used = raw[entry.doc_id].last_used or 0.0
+        for entry, last_used in candidates:
             stale = unused_for is not None and now - last_used >= unused_for.total_seconds()
             over = max_bytes is not None and total > max_bytes
             if stale or over:

@@ -101,6 +101,36 @@ def test_evict_after_expires_on_open_and_max_bytes_takes_the_oldest(tmp_path: Pa
         Replica(":memory:", evict_after=timedelta(0))
 
 
+def test_attachments_of_a_document_the_store_lacks_are_counted_and_expire(
+    tmp_path: Path,
+) -> None:
+    """The issue's example puts a photo for "inspection-42" and keeps its reference
+    in a record of another document: usage() shows it, eviction and remove() free
+    it once uploaded, and never before."""
+    clock = Clock()
+    with Replica(tmp_path / "app.db", clock=clock) as replica:
+        inspections = replica.records("inspections")
+        ref = replica.attachments.put(b"\xff\xd8 jpeg", content_type="image/jpeg", doc_id="i-42")
+        inspections.put("i-42", {"photo": ref})
+        settle(replica, "inspections")
+        replica.attachments.put(b"voice", content_type="audio/ogg", doc_id="i-43")
+        usage = {u.doc_id: u for u in replica.usage()}
+        assert [u.doc_id for u in replica.usage()] == ["i-42", "i-43", "inspections"]
+        assert usage["i-42"].bytes == 7 and usage["i-42"].pending_attachments == 1
+        assert usage["i-42"].pending and not usage["i-42"].open
+        clock.now += 8 * DAY
+        assert replica.evict(unused_for=timedelta(days=7)) == []  # unsent: kept
+        with pytest.raises(ValueError, match="not on the relay"):
+            replica.remove("i-43")
+        replica.attachments.mark_uploaded(ref)  # as the uploader does
+        assert replica.evict(unused_for=timedelta(days=7)) == ["i-42"]
+        assert replica.attachments.info(ref) is None
+        assert [u.doc_id for u in replica.usage()] == ["i-43", "inspections"]
+        replica.remove("i-43", discard_pending=True)
+        assert replica.sync_state.pending_attachments == 0
+        assert [u.doc_id for u in replica.usage()] == ["inspections"]
+
+
 def test_remove_refuses_pending_work_unless_told(tmp_path: Path) -> None:
     with Replica(tmp_path / "app.db") as replica:
         edit(replica, "a", "unsent")
