@@ -19,8 +19,9 @@ Safe while relays serve the same store:
   while they read waits for the read in progress. While a relay serves, ``GET
   /docs/<doc id>`` on the relay exports a document.
 
-Exit status: 0 done, 1 failed (or ``verify`` found problems), 2 bad usage or
-input, 3 the store is locked by a running relay.
+Exit status: 0 done, 1 failed (``verify`` found problems, ``export`` of a
+document the store does not have), 2 bad usage or input, 3 the store is locked
+by a running relay.
 """
 
 from __future__ import annotations
@@ -206,6 +207,10 @@ def _iso(seconds: float) -> str:
 
 async def _export(storage: RelayStorage, doc_id: DocId) -> int:
     stored = await storage.load(doc_id)
+    if stored.snapshot is None and not stored.updates:
+        # A mistyped id must not leave an empty "backup" behind a success.
+        print(f"crdtsync-relay admin: no document {doc_id!r} in this store", file=sys.stderr)
+        return 1
     live = live_document(doc_id)
     live.load(stored.snapshot, ((entry.update, True) for entry in stored.updates))
     state = live.doc.get_update()

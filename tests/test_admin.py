@@ -87,6 +87,8 @@ async def check_every_command(store: str, tmp_path: Path) -> None:
     assert status == 0 and b"2 document(s)" in out and b"0 problem(s)" in out
     status, again, _ = await admin(store, "export", OTHER)
     assert content(again) == content(exported)
+    status, nothing, err = await admin(store, "export", "site/4")  # a typo: not a backup
+    assert (status, nothing) == (1, b"") and "no document 'site/4'" in err
     status, out, _ = await admin(store, "info", D)
     assert json.loads(out)["log_entries"] == 0 and json.loads(out)["snapshot_bytes"] > 0
 
