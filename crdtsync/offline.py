@@ -29,6 +29,7 @@ from .store.base import EMPTY_SNAPSHOT, DocumentUsage, Store
 
 if TYPE_CHECKING:
     from .recording import OpenDocument
+    from .records import Records
 
 __all__ = [
     "CachedDocument",
@@ -122,6 +123,7 @@ class OfflineReplica:
 
     _store: Store
     _docs: dict[DocId, OpenDocument]
+    _collections: dict[DocId, Records]
     _link: SyncLink | None
     events: EventBus
 
@@ -415,6 +417,7 @@ class OfflineReplica:
     def _close_document(self, doc_id: DocId) -> bool:
         """Stop recording ``doc_id``'s open ``Doc`` and stop syncing it. True if it was open."""
         state = self._docs.pop(doc_id, None)
+        self._collections.pop(doc_id, None)  # records() makes a new one on the next Doc
         forget = getattr(self._link, "forget_document", None)
         if forget is not None:
             forget(doc_id)
@@ -430,7 +433,8 @@ class OfflineReplica:
         a new client id, in one transaction (nothing acknowledged is lost: the relay
         has it), then it resyncs from the relay at once if connected, else on the
         next connect of this process (or whenever it is opened online). An open
-        ``Doc`` of it is closed: call ``open()`` again."""
+        ``Doc`` of it is closed: call ``open()`` again (``records()`` again for a
+        records collection)."""
         self._check_open()
         key = check_doc_id(doc_id)
         if self._store.document_info(key) is None:

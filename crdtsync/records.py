@@ -398,7 +398,10 @@ class Records:
         field this replica has with one new head (:mod:`crdtsync.registers`). The
         change is stored before this returns."""
         if self._document.closed:
-            raise ReplicaClosedError(f"the replica is closed: {self._name!r} cannot be written")
+            raise ReplicaClosedError(
+                f"{self._name!r} cannot be written: the replica is closed, or the document "
+                "was reset, removed or evicted (then call replica.records() again)"
+            )
         doc = self._doc
         try:
             with doc.transaction():

@@ -205,6 +205,43 @@ async def test_reset_is_the_way_out_of_a_refused_document(tmp_path: Path) -> Non
             await replica.disconnect()
 
 
+async def test_a_records_collection_after_reset_and_remove(tmp_path: Path) -> None:
+    """reset() of a refused collection, then records() again: a live collection with
+    the relay's records (not the dropped one, whose writes said "replica closed");
+    the same after remove()."""
+    keys = KeyRing()
+    keys.add_secret("k", "s" * 32)
+    writer = issue_token(keys, "writer", ["*:rw"], 600)
+    reader = issue_token(keys, "reader", ["*:r"], 600)
+    async with Relay(
+        f"sqlite:///{tmp_path}/relay.db", port=0, authenticate=authenticator(keys)
+    ) as relay:
+        with Replica(tmp_path / "w.db") as other:
+            other.records("orders").put("o-1", {"qty": 1})
+            await other.connect(relay.url, token=writer)
+            await other.wait_synced("orders", 20)
+            await other.disconnect()
+        with Replica(tmp_path / "app.db") as replica:
+            orders = replica.records("orders")
+            await replica.connect(relay.url, token=reader)
+            await replica.wait_synced("orders", 20)
+            orders.update("o-1", qty=5)  # the token is read-only: refused for good
+            assert orders.get("o-1") == {"qty": 5} and replica.pending("orders") == 1
+            replica.reset("orders")
+            again = replica.records("orders")
+            assert again is not orders
+            await eventually(replica.open("orders"), lambda: again.get("o-1") == {"qty": 1})
+            assert replica.pending("orders") == 0
+            await replica.disconnect()
+            replica.remove("orders")
+            fresh = replica.records("orders")
+            assert fresh.all() == {}
+            fresh.put("o-2", {"qty": 2})  # offline: stored and pending
+            assert replica.pending("orders") == 1
+            with pytest.raises(ReplicaClosedError, match=r"call replica\.records\(\) again"):
+                orders.put("o-3", {"qty": 3})
+
+
 CRASH_CHILD = """
 import os, sys, pycrdt
 from crdtsync import Replica
