@@ -238,8 +238,9 @@ class SyncState:
     ``pending_updates``: documents with unacknowledged local changes, and how many
     changes. ``pending_attachments``: attachments stored here and not yet on the
     relay. ``last_synced_at``: when the replica last had everything acknowledged
-    while connected (kept across restarts). ``last_error``: what failed last (a
-    :class:`~crdtsync.errors.CrdtsyncError`; None once connected again).
+    while connected, changes and attachments (kept across restarts).
+    ``last_error``: what failed last (a :class:`~crdtsync.errors.CrdtsyncError`;
+    None once connected again, or once a failed attachment upload goes through).
     ``attempts``: connection attempts since the last success. ``next_attempt_at``:
     when the next one is due (None unless waiting; ``retry_now()`` skips the wait).
     ``refused``: documents whose changes the relay refuses for good, with the

@@ -136,15 +136,29 @@ class SyncTracker:
     def changed(self) -> None:
         """Something the state depends on changed: emit SyncStateChanged if it did."""
         state = self.state()
-        if state != self._last:
+        last = self._last
+        if (
+            last is not None
+            and last.pending_attachments
+            and not state.pending_attachments
+            and state.status is SyncStatus.SYNCED
+        ):
+            self._stamp()  # the last attachment went up: everything is on the relay now
+            state = self.state()
+        if state != last:
             self._last = state
             self._events.emit(SyncStateChanged(state))
 
     def note_status(self, status: SyncStatus) -> None:
-        """The connection's status is now ``status`` (SYNCED: everything acknowledged)."""
-        if status is SyncStatus.SYNCED:
-            self._synced_at = self._clock()
-            self._record(lambda: self._store.set_meta_value(_SYNCED_KEY, repr(self._synced_at)))
+        """The connection's status is now ``status`` (SYNCED: every change acknowledged;
+        everything is, once no attachment waits either)."""
+        if status is SyncStatus.SYNCED and not self._attachments.unsent_count():
+            self._stamp()
+
+    def _stamp(self) -> None:
+        """Everything is acknowledged now (``last_synced_at``, kept in the store)."""
+        self._synced_at = self._clock()
+        self._record(lambda: self._store.set_meta_value(_SYNCED_KEY, repr(self._synced_at)))
 
     def forget(self, doc_id: DocId) -> None:
         """``doc_id`` was removed or reset: nothing of it is pending or refused."""

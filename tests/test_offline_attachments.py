@@ -20,9 +20,12 @@ import pytest
 from crdtsync import (
     AttachmentTooLargeError,
     AuthError,
+    FetchError,
     Replica,
+    SyncStatus,
 )
 from crdtsync.sync.fetch import http_url
+from relay.attachments import BlobStore
 from relay.auth import KeyRing, authenticator, issue_token
 from relay.offline import OfflineOptions
 from relay.server import Relay
@@ -201,3 +204,31 @@ async def test_over_the_relays_limit_is_refused_clearly(tmp_path: Path) -> None:
                 params={"doc": "d", "offset": 0, "size": 5000},
             )
             assert answer.status_code == 413 and "attachment_too_large" in answer.text
+
+
+async def test_a_relay_without_an_attachment_directory_shows_in_sync_state(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """A relay on Redis without --attachments answers 503: sync_state says why (not
+    only the log), last_synced_at waits for the photo, and both clear once the
+    relay takes it."""
+    async with Relay(redis_url, port=0) as relay:
+        with Replica(tmp_path / "app.db") as replica:
+            replica.records("inspections").put("i-1", {"n": 1})
+            await replica.connect(relay.url)
+            await replica.wait_synced("inspections", 20)
+            synced = replica.sync_state.last_synced_at
+            assert synced is not None
+            ref = replica.attachments.put(b"photo", content_type="image/jpeg", doc_id="i-1")
+            state = await wait_state(replica, lambda s: s.last_error is not None)
+            assert isinstance(state.last_error, FetchError) and state.last_error.status == 503
+            assert "--attachments" in str(state.last_error)
+            assert state.status is SyncStatus.SYNCED and state.pending_attachments == 1
+            assert state.last_synced_at == synced  # the photo is not on the relay
+            relay.offline.attachments.blobs = BlobStore(tmp_path / "blobs")  # the fix
+            state = await wait_state(
+                replica, lambda s: s.pending_attachments == 0 and s.last_error is None
+            )
+            assert state.last_synced_at is not None and state.last_synced_at > synced
+            assert (tmp_path / "blobs" / ref[7:]).read_bytes() == b"photo"
+            await replica.disconnect()

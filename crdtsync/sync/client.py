@@ -167,7 +167,9 @@ class Connector:
         """The fatal error that stopped the connector, if any."""
         # Offline apps (crdtsync.offline): retries as sync_state shows them, uploads.
         self.retry = RetryState(lambda: self.url, replica._sync_state_changed)
-        self._uploads = AttachmentUploader(replica, lambda: self.url, token, report=self.retry.note)
+        self._uploads = AttachmentUploader(
+            replica, lambda: self.url, token, report=self.retry.note, cleared=self.retry.cleared
+        )
 
     # -- public -------------------------------------------------------------------------
 

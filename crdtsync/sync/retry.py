@@ -131,6 +131,12 @@ class RetryState:
         self.last_error = error
         self._notify()
 
+    def cleared(self, error: Exception) -> None:
+        """What :meth:`note` reported is over (the upload went through after all)."""
+        if self.last_error is error:
+            self.last_error = None
+            self._notify()
+
     def stopped(self, error: BaseException) -> None:
         """Syncing stopped for good with ``error``."""
         self.last_error = error if isinstance(error, Exception) else None

@@ -7,7 +7,9 @@ the replica stored and the relay lacks to ``POST /attachments/<sha256>``
 when an attachment is put and retries with backoff when the relay is away. An
 attachment the relay refuses for good (too large; no write access to its
 document) stays stored and unsent, reported in ``sync_state.last_error`` and the
-log, and is not retried until the next connection.
+log, and is not retried until the next connection. A refusal that is retried
+(the relay answers 503: it has no attachment directory, say) is reported there
+too, and cleared once an upload goes through.
 """
 
 from __future__ import annotations
@@ -44,8 +46,10 @@ class AttachmentUploader:
         *,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         report: Callable[[Exception], None] = lambda error: None,
+        cleared: Callable[[Exception], None] = lambda error: None,
     ) -> None:
         self._report = report
+        self._cleared = cleared
         self._replica = replica
         self._url = url
         self._token = token
@@ -85,6 +89,7 @@ class AttachmentUploader:
 
     async def _run(self) -> None:
         delays = doubling(0.5, 60.0)
+        failing: FetchError | None = None  # reported in sync_state until uploads work
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -100,11 +105,19 @@ class AttachmentUploader:
                     logger.warning(
                         "attachment upload to %s failed (will retry): %s", self._url(), exc
                     )
+                if failing is None and exc.status is not None:
+                    # The relay answered (503: no attachment directory...): say so in
+                    # sync_state.last_error. Out of reach, the connector says it.
+                    self._report(exc)
+                    failing = exc
                 self.last_error = exc
                 await asyncio.sleep(next(delays))
                 self._wake.set()
                 continue
             delays = doubling(0.5, 60.0)
+            if failing is not None:
+                self._cleared(failing)
+                failing = None
             self.last_error = None
 
     async def _upload(self, relay: RelayHttp, info: AttachmentInfo) -> None:
