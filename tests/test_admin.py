@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,8 @@ async def check_every_command(store: str, tmp_path: Path) -> None:
     assert (status, nothing) == (1, b"") and "no document 'site/4'" in err
     status, out, _ = await admin(store, "info", D)
     assert json.loads(out)["log_entries"] == 0 and json.loads(out)["snapshot_bytes"] > 0
+    assert json.loads(out)["last_write"] == info["last_write"]  # kept through compaction
+    assert info["last_write"].endswith("+00:00")
 
 
 async def test_sqlite_store_of_a_stopped_relay(tmp_path: Path) -> None:
@@ -102,6 +105,25 @@ async def test_sqlite_store_of_a_stopped_relay(tmp_path: Path) -> None:
     status, _, err = await admin(f"sqlite:///{tmp_path}/missing.db", "list")
     assert status == 1 and "no relay store" in err
     assert not (tmp_path / "missing.db").exists()
+
+
+async def test_sqlite_last_write_of_a_store_from_before_write_times(tmp_path: Path) -> None:
+    """A store written before relays recorded write times: info says null, and the
+    first relay to open it adds the columns (the file stays usable both ways)."""
+    store = f"sqlite:///{tmp_path}/relay.db"
+    await fill(store, tmp_path, edits=2)
+    conn = sqlite3.connect(tmp_path / "relay.db", isolation_level=None)
+    try:
+        conn.execute("ALTER TABLE log DROP COLUMN at")
+        conn.execute("ALTER TABLE docs DROP COLUMN written_at")
+    finally:
+        conn.close()
+    status, out, err = await admin(store, "info", D)
+    assert status == 0, err
+    assert json.loads(out)["last_write"] is None and json.loads(out)["log_entries"] >= 1
+    await fill(store, tmp_path, edits=1)
+    status, out, _ = await admin(store, "info", D)
+    assert json.loads(out)["last_write"].endswith("+00:00")
 
 
 async def test_sqlite_store_while_its_relay_serves(tmp_path: Path) -> None:

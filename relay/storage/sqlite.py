@@ -46,6 +46,7 @@ import asyncio
 import functools
 import logging
 import sqlite3
+import time
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -89,7 +90,7 @@ from .base import (
 )
 from .worker import SerialWorker
 
-__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteStorage", "Synchronous"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "TIME_COLUMNS", "SQLiteStorage", "Synchronous"]
 
 logger = logging.getLogger("relay.storage")
 
@@ -111,14 +112,16 @@ _SCHEMA = (
         doc_id        TEXT NOT NULL UNIQUE,
         snapshot_upto INTEGER NOT NULL DEFAULT 0,
         snapshot_crc  INTEGER,
-        snapshot      BLOB
+        snapshot      BLOB,
+        written_at    INTEGER
     )""",
     "CREATE INDEX docs_by_upto ON docs (snapshot_upto)",
     """CREATE TABLE log (
         id   INTEGER PRIMARY KEY,
         num  INTEGER NOT NULL,
         crc  INTEGER NOT NULL,
-        data BLOB NOT NULL
+        data BLOB NOT NULL,
+        at   INTEGER
     )""",
     "CREATE INDEX log_by_doc ON log (num, id)",
     _CLAIMS := """CREATE TABLE claims (
@@ -130,7 +133,11 @@ _SCHEMA = (
 )
 _TABLES = {"docs", "log"}
 _V2_TABLES = {"claims"}
-_INSERT = "INSERT INTO log (id, num, crc, data) VALUES (?, ?, ?, ?)"
+_INSERT = "INSERT INTO log (id, num, crc, data, at) VALUES (?, ?, ?, ?, ?)"
+TIME_COLUMNS = {"log": "at", "docs": "written_at"}
+"""Columns of write times (ms since the epoch; NULL before they existed), added to
+older files of the same version in place: ``at`` of each log entry, ``written_at``
+the last write a compaction folded into the snapshot (``admin info``'s last write)."""
 _OPEN_BUSY_MS = 2000  # how long open waits for a reader's read lock before it refuses
 _NUM_CACHE_LIMIT = 100_000  # document numbers remembered; forgotten all at once beyond
 
@@ -307,6 +314,11 @@ class SQLiteStorage(SingleProcess, StorageContext):
                     self._migrate(conn, version)
                 elif version != SCHEMA_VERSION:
                     raise StoreCorruptError(f"{self.path} changed while it was being opened")
+                for table, column in TIME_COLUMNS.items():
+                    if column not in {
+                        row[1] for row in conn.execute(f"PRAGMA table_info({table})")
+                    }:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} INTEGER")
             # Take the exclusive lock now, so a second opener fails at open, not mid-write.
             conn.execute("BEGIN IMMEDIATE")
             (last_log,) = conn.execute("SELECT max(id) FROM log").fetchone()
@@ -509,13 +521,14 @@ class SQLiteStorage(SingleProcess, StorageContext):
         created: list[DocId] = []
         first = entry_id = self._last_id + 1
         rows = []
+        at = int(time.time() * 1000)
         try:
             conn.execute("BEGIN IMMEDIATE")
             for doc_id, update in batch:
                 num = nums.get(doc_id)
                 if num is None:
                     num = self._num(conn, doc_id, created)
-                rows.append((entry_id, num, _crc(update), update))
+                rows.append((entry_id, num, _crc(update), update, at))
                 entry_id += 1
             conn.executemany(_INSERT, rows)
             if claims:
@@ -556,7 +569,9 @@ class SQLiteStorage(SingleProcess, StorageContext):
             conn.execute("BEGIN IMMEDIATE")
             num = self._num(conn, doc_id, created) if row is None else row[0]
             conn.execute(
-                "UPDATE docs SET snapshot_upto = ?, snapshot_crc = ?, snapshot = ? WHERE num = ?",
+                "UPDATE docs SET snapshot_upto = ?1, snapshot_crc = ?2, snapshot = ?3, written_at "
+                "= max(coalesce(written_at, 0), coalesce((SELECT max(at) FROM log "
+                "WHERE num = ?4 AND id <= ?1), 0)) WHERE num = ?4",
                 (upto, _crc(snapshot), snapshot, num),
             )
             conn.execute("DELETE FROM log WHERE num = ? AND id <= ?", (num, upto))

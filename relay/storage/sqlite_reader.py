@@ -16,11 +16,11 @@ import sqlite3
 from collections.abc import Sequence
 
 from crdtsync.errors import StoreError, StoreVersionError
-from crdtsync.ids import DocId
+from crdtsync.ids import DocId, check_doc_id
 from crdtsync.store.sqlitefile import check_existing_file, identify, open_error, validate_read_only
 
 from .base import Claim, StoredRoom
-from .sqlite import SCHEMA_VERSION, SQLiteStorage
+from .sqlite import SCHEMA_VERSION, TIME_COLUMNS, SQLiteStorage
 
 __all__ = ["SQLiteReader"]
 
@@ -31,6 +31,9 @@ class SQLiteReader(SQLiteStorage):
     :meth:`append` and :meth:`compact` raise ``StoreError``. Opening a file that
     does not exist raises ``StoreError`` (nothing is created).
     """
+
+    _timed = False
+    """True if the file records write times (a relay of this version opened it)."""
 
     def _open(self) -> None:
         if not self.path.is_file() or not check_existing_file(self.path):
@@ -56,6 +59,10 @@ class SQLiteReader(SQLiteStorage):
                 )
             (last_log,) = conn.execute("SELECT max(id) FROM log").fetchone()
             (last_upto,) = conn.execute("SELECT max(snapshot_upto) FROM docs").fetchone()
+            self._timed = all(
+                column in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+                for table, column in TIME_COLUMNS.items()
+            )
         except sqlite3.Error as exc:
             conn.close()
             raise open_error(self.path, exc) from exc
@@ -77,6 +84,36 @@ class SQLiteReader(SQLiteStorage):
         finally:
             if conn.in_transaction:
                 conn.execute("COMMIT")
+
+    async def last_write(self, doc_id: DocId) -> float | None:
+        """When ``doc_id`` was last appended to (the relay's clock, seconds since the
+        epoch), or None if never, or only before relays recorded write times
+        (``admin info``)."""
+        check_doc_id(doc_id)
+        return await self._run(self._last_write, doc_id)
+
+    def _last_write(self, doc_id: DocId) -> float | None:
+        if not self._timed:
+            return None
+        conn = self._db()
+        try:
+            conn.execute("BEGIN")
+            try:
+                row = conn.execute(
+                    "SELECT num, written_at FROM docs WHERE doc_id = ?", (doc_id,)
+                ).fetchone()
+                if row is None:
+                    return None
+                (logged,) = conn.execute(
+                    "SELECT max(at) FROM log WHERE num = ?", (row[0],)
+                ).fetchone()
+            finally:
+                if conn.in_transaction:
+                    conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self._read_error(f"reading {doc_id!r}", exc) from exc
+        stamp = max(row[1] or 0, logged or 0)
+        return stamp / 1000 if stamp else None
 
     async def append(
         self, batch: Sequence[tuple[DocId, bytes]], claims: Sequence[Claim] = ()
