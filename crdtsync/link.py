@@ -106,6 +106,9 @@ class Connectable:
     it): they delegate to the :class:`SyncLink` made by the registered factory."""
 
     _link: SyncLink | None = None
+    _failed_link: SyncLink | None = None
+    """The link whose first attempt failed for good in :meth:`connect` (its error
+    stays in ``sync_state.last_error`` until the next ``connect``)."""
 
     def _check_open(self) -> None:  # pragma: no cover - Replica's
         raise NotImplementedError
@@ -169,12 +172,13 @@ class Connectable:
         if max_frame is not None:
             options["max_frame"] = max_frame
         link = factory(self, urls, **options)
-        self._link = link
+        self._link, self._failed_link = link, None
         link.start()
         try:
             await link.wait_first_attempt(first_attempt_timeout)
         except SyncError:
             await self.disconnect()
+            self._failed_link = link
             raise
 
     async def disconnect(self) -> None:

@@ -168,7 +168,8 @@ class OfflineReplica:
         return SyncStatus.OFFLINE if self._link is None else self._link.status
 
     def _retry_info(self) -> RetryInfo | None:
-        retry = getattr(self._link, "retry", None)
+        link = self._link or getattr(self, "_failed_link", None)  # connect() raised: its error
+        retry = getattr(link, "retry", None)
         return retry if isinstance(retry, RetryInfo) else None
 
     def _sync_state_changed(self) -> None:

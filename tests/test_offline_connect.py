@@ -58,6 +58,12 @@ async def test_http_404_raises_once_without_a_retry_loop(caplog: pytest.LogCaptu
             assert isinstance(info.value, SyncError)
             assert not str(info.value).rstrip().endswith(":")
             assert replica.connector is None
+            # What a UI reads says the same as the exception, until the next connect().
+            failed = replica.sync_state.last_error
+            assert isinstance(failed, RelayEndpointError) and str(failed) == str(info.value)
+            await replica.connect(relay.url)
+            assert replica.sync_state.last_error is None
+            await replica.disconnect()
     attempts = [r for r in caplog.records if "404" in r.getMessage() and r.name.startswith("crdt")]
     assert len(attempts) == 1, [r.getMessage() for r in attempts]
 
