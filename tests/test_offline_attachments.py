@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from crdtsync import (
     Replica,
     SyncStatus,
 )
+from crdtsync.sync import uploads
 from crdtsync.sync.fetch import http_url
 from relay.attachments import BlobStore
 from relay.auth import KeyRing, authenticator, issue_token
@@ -207,11 +210,12 @@ async def test_over_the_relays_limit_is_refused_clearly(tmp_path: Path) -> None:
 
 
 async def test_a_relay_without_an_attachment_directory_shows_in_sync_state(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A relay on Redis without --attachments answers 503: sync_state says why (not
     only the log), last_synced_at waits for the photo, and both clear once the
-    relay takes it."""
+    relay takes it, at once on retry_now() (the uploader's backoff is 60 s here)."""
+    monkeypatch.setattr(uploads, "RETRY_DELAYS", (60.0, 60.0))
     async with Relay(redis_url, port=0) as relay:
         with Replica(tmp_path / "app.db") as replica:
             replica.records("inspections").put("i-1", {"n": 1})
@@ -226,9 +230,50 @@ async def test_a_relay_without_an_attachment_directory_shows_in_sync_state(
             assert state.status is SyncStatus.SYNCED and state.pending_attachments == 1
             assert state.last_synced_at == synced  # the photo is not on the relay
             relay.offline.attachments.blobs = BlobStore(tmp_path / "blobs")  # the fix
+            replica.retry_now()  # the "retry" button
             state = await wait_state(
                 replica, lambda s: s.pending_attachments == 0 and s.last_error is None
             )
             assert state.last_synced_at is not None and state.last_synced_at > synced
             assert (tmp_path / "blobs" / ref[7:]).read_bytes() == b"photo"
             await replica.disconnect()
+
+
+class Logged(logging.Handler):
+    """Sets ``seen`` when a record containing ``text`` is logged."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.seen.set()
+
+
+async def test_a_failed_upload_goes_up_when_the_relay_is_back_not_after_the_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The uploader's backoff after a failure (here 60 s) ends when the connection
+    is back, not a minute later."""
+    monkeypatch.setattr(uploads, "RETRY_DELAYS", (60.0, 60.0))
+    store = f"sqlite:///{tmp_path}/relay.db"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    failed = Logged("attachment upload to")
+    logging.getLogger("crdtsync.sync.uploads").addHandler(failed)
+    try:
+        with Replica(tmp_path / "app.db") as replica:
+            async with Relay(store, port=port) as relay:
+                await replica.connect(relay.url)
+                await replica.wait_synced("i-1", 20)
+            ref = replica.attachments.put(b"photo", content_type="image/jpeg", doc_id="i-1")
+            await asyncio.wait_for(failed.seen.wait(), 20)  # the relay is down: failed
+            async with Relay(store, port=port):
+                await uploaded(replica, lambda s: s.pending_attachments == 0)
+                assert replica.attachments.info(ref).uploaded  # type: ignore[union-attr]
+                await replica.disconnect()
+    finally:
+        logging.getLogger("crdtsync.sync.uploads").removeHandler(failed)

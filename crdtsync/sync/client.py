@@ -170,6 +170,7 @@ class Connector:
         self._uploads = AttachmentUploader(
             replica, lambda: self.url, token, report=self.retry.note, cleared=self.retry.cleared
         )
+        self.retry.also_wake(self._uploads.retry_now)
 
     # -- public -------------------------------------------------------------------------
 

@@ -99,6 +99,7 @@ class RetryState:
         self._clock = clock
         self._unreachable = False
         self._wake = asyncio.Event()
+        self._also: list[Callable[[], None]] = []
 
     @property
     def url(self) -> str:
@@ -166,5 +167,11 @@ class RetryState:
         self.next_attempt_at = None
 
     def retry_now(self) -> None:
-        """Cut the current backoff wait short."""
+        """Cut the current backoff wait short (and those of :meth:`also_wake`'s)."""
         self._wake.set()
+        for wake in self._also:
+            wake()
+
+    def also_wake(self, wake: Callable[[], None]) -> None:
+        """Call ``wake()`` on :meth:`retry_now` too (the attachment uploader's backoff)."""
+        self._also.append(wake)

@@ -15,6 +15,7 @@ too, and cleared once an upload goes through.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -22,16 +23,22 @@ from typing import Any
 
 from ..attachments import AttachmentInfo
 from ..errors import AttachmentError, AuthError, FetchError
-from ..events import SyncStateChanged
+from ..events import StatusChanged, SyncStateChanged, SyncStatus
 from ..link import Token
 from .fetch import RelayHttp, doubling
 
-__all__ = ["DEFAULT_CHUNK_BYTES", "AttachmentUploader"]
+__all__ = ["DEFAULT_CHUNK_BYTES", "RETRY_DELAYS", "AttachmentUploader"]
 
 logger = logging.getLogger("crdtsync.sync.uploads")
 
 DEFAULT_CHUNK_BYTES = 256 << 10
 """Bytes per upload request (the relay accepts up to 1 MiB by default)."""
+RETRY_DELAYS = (0.5, 60.0)
+"""First and longest wait before retrying a failed upload (doubling in between);
+cut short when the connection is back or on ``retry_now()``."""
+
+
+_CONNECTED = (SyncStatus.SYNCING, SyncStatus.SYNCED)
 
 
 class AttachmentUploader:
@@ -55,6 +62,8 @@ class AttachmentUploader:
         self._token = token
         self._chunk = chunk_bytes
         self._wake = asyncio.Event()
+        self._resume = asyncio.Event()  # ends a backoff wait early
+        self._connected = False
         self._refused: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._unobserve: Any = None
@@ -83,16 +92,26 @@ class AttachmentUploader:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    def retry_now(self) -> None:
+        """Cut a backoff wait after a failed upload short (``Replica.retry_now()``)."""
+        self._resume.set()
+
     def _on_event(self, event: object) -> None:
         if isinstance(event, SyncStateChanged) and event.state.pending_attachments:
             self._wake.set()
+        elif isinstance(event, StatusChanged):
+            connected = event.status in _CONNECTED
+            if connected and not self._connected:
+                self._resume.set()  # the relay is back: no need to wait out the backoff
+            self._connected = connected
 
     async def _run(self) -> None:
-        delays = doubling(0.5, 60.0)
+        delays = doubling(*RETRY_DELAYS)
         failing: FetchError | None = None  # reported in sync_state until uploads work
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._resume.clear()
             todo = [i for i in self._replica.attachments.unsent() if i.ref not in self._refused]
             if not todo:
                 continue
@@ -111,10 +130,11 @@ class AttachmentUploader:
                     self._report(exc)
                     failing = exc
                 self.last_error = exc
-                await asyncio.sleep(next(delays))
+                with contextlib.suppress(TimeoutError):  # the delay is over
+                    await asyncio.wait_for(self._resume.wait(), next(delays))
                 self._wake.set()
                 continue
-            delays = doubling(0.5, 60.0)
+            delays = doubling(*RETRY_DELAYS)
             if failing is not None:
                 self._cleared(failing)
                 failing = None
