@@ -8,8 +8,13 @@ connections whose path starts with a registered :class:`Route` prefix
 (``/fetch``, ``/attachments/``) to h11 (a sans-I/O HTTP/1.1 parser: request
 framing, ``Content-Length``, chunked bodies, header validation); every other
 connection goes on to websockets untouched. One request per connection
-(``Connection: close``), within websockets' opening timeout; a body larger than
-the route's ``max_body`` is refused with 413 before it is read.
+(``Connection: close``). Until its whole request has arrived such a connection
+is in the handshake like any other (:mod:`relay.handshakes`: counted, closed
+to make room, read and answered within the handshake deadline); its request
+line and headers may not exceed the pre-authentication budget (431); a body
+larger than the route's ``max_body`` is refused with 413 before it is read, and
+on a relay that requires tokens a request with a body is refused (401/403)
+before its body is read unless its token is accepted.
 """
 
 from __future__ import annotations
@@ -162,10 +167,20 @@ _LINGER = 2.0
 class _Exchange:
     """One request read with h11, then answered."""
 
-    def __init__(self, route: Route, peer: str, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        route: Route,
+        peer: str,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_head: int,
+        authenticate: Authenticate | None,
+    ) -> None:
         self.route = route
         self.peer = peer
-        self.parser = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
+        self.max_head = max_head
+        self.authenticate = authenticate
+        self.parser = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
         self.head: h11.Request | None = None
         self.body = bytearray()
         self.ready: asyncio.Future[HttpResponse | None] = loop.create_future()
@@ -182,15 +197,26 @@ class _Exchange:
             try:
                 event = self.parser.next_event()
             except h11.RemoteProtocolError as exc:
-                self._answer(HttpResponse.text(exc.error_status_hint, f"bad_request: {exc}"))
+                if exc.error_status_hint == 431:
+                    self._too_large_head()
+                else:
+                    logger.info("%s: HTTP %d: %s", self.peer, exc.error_status_hint, exc)
+                    self._answer(HttpResponse.text(exc.error_status_hint, f"bad_request: {exc}"))
                 return
             if event is h11.NEED_DATA:
                 return
             if isinstance(event, h11.Request):
                 self.head = event
-                length = dict(event.headers).get(b"content-length")
-                if length is not None and length.isdigit() and int(length) > self.route.max_body:
+                headers = dict(event.headers)
+                length = headers.get(b"content-length")
+                if _head_size(event) > self.max_head:  # h11 checks only a head still coming
+                    self._too_large_head()
+                elif length is not None and length.isdigit() and int(length) > self.route.max_body:
                     self._too_large()
+                elif self.authenticate is not None and (
+                    b"transfer-encoding" in headers or (length is not None and length != b"0")
+                ):
+                    self._admit()
             elif isinstance(event, h11.Data):
                 self.body += event.data
                 if len(self.body) > self.route.max_body:
@@ -199,6 +225,18 @@ class _Exchange:
                 self.ready.set_result(None)
             elif isinstance(event, h11.ConnectionClosed):
                 self._answer(HttpResponse.text(400, "bad_request: the request ended early"))
+
+    def _too_large_head(self) -> None:
+        reason = f"headers_too_large: the request line and headers exceed {self.max_head} bytes"
+        logger.info("%s: HTTP 431: %s", self.peer, reason)
+        self._answer(HttpResponse.text(431, reason))
+
+    def _admit(self) -> None:
+        """A body is coming: refuse it unread unless the head's token is accepted
+        (an unauthenticated body would be bytes before authentication)."""
+        refused = check_token(self.authenticate, self.request())
+        if isinstance(refused, HttpResponse):
+            self._answer(refused)
 
     def _too_large(self) -> None:
         self._answer(
@@ -249,13 +287,23 @@ class _Exchange:
             return HttpResponse.text(500, "internal_error: see the relay's log")
 
 
+def _head_size(head: h11.Request) -> int:
+    """Bytes of ``head``'s request line and headers as sent (give or take spaces)."""
+    line = len(head.method) + len(head.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + 4 for name, value in head.headers) + 2
+
+
 class _HttpAwareConnection(ServerConnection):
     """A websockets server connection that hands routed HTTP requests to h11."""
 
     routes: ClassVar[tuple[Route, ...]] = ()
+    max_head: ClassVar[int] = _MAX_HEAD
+    authenticate: ClassVar[Authenticate | None] = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.request_complete = False
+        """A routed request has fully arrived (head and body) and is being answered."""
         self._sniff: bytearray | None = bytearray()
         self._exchange: _Exchange | None = None
         self._diverted: asyncio.Future[None] = self.loop.create_future()
@@ -285,9 +333,15 @@ class _HttpAwareConnection(ServerConnection):
             return
         address = self.transport.get_extra_info("peername")
         peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else str(address)
-        self._exchange = _Exchange(route, peer, self.loop)
+        self._exchange = _Exchange(
+            route, peer, self.loop, max_head=self.max_head, authenticate=type(self).authenticate
+        )
+        self._exchange.ready.add_done_callback(self._complete)
         self._diverted.set_result(None)
         self._exchange.feed(head)
+
+    def _complete(self, _: asyncio.Future[HttpResponse | None]) -> None:
+        self.request_complete = True
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # True keeps it open
         if self._exchange is not None:
@@ -331,7 +385,19 @@ class _HttpAwareConnection(ServerConnection):
         await asyncio.shield(self.connection_lost_waiter)
 
 
-def connection_class(routes: Sequence[Route]) -> type[ServerConnection]:
+def connection_class(
+    routes: Sequence[Route],
+    *,
+    max_head: int = _MAX_HEAD,
+    authenticate: Authenticate | None = None,
+) -> type[ServerConnection]:
     """A connection class for ``websockets.serve(create_connection=...)`` that
-    answers ``routes`` over plain HTTP (see the module docstring)."""
-    return type("HttpAwareConnection", (_HttpAwareConnection,), {"routes": tuple(routes)})
+    answers ``routes`` over plain HTTP (see the module docstring): request line
+    and headers of at most ``max_head`` bytes (and never more than 16 KiB), and
+    a body only with a token ``authenticate`` accepts (None: an open relay)."""
+    attributes = {
+        "routes": tuple(routes),
+        "max_head": min(max_head, _MAX_HEAD),
+        "authenticate": staticmethod(authenticate) if authenticate is not None else None,
+    }
+    return type("HttpAwareConnection", (_HttpAwareConnection,), attributes)

@@ -5,10 +5,14 @@ address, and each one holds a file descriptor. :class:`HandshakeGuard` bounds
 them:
 
 - at most ``max_handshakes`` in all and ``max_handshakes_per_address`` from one
-  address; past either, the oldest connection that has not sent its request
-  yet (of that address, or of the address with the most) is closed, so a flood
-  of silent connections never locks out the next honest request or probe;
-- each has ``auth_timeout`` seconds to finish the handshake, then it is closed;
+  address; past either, the oldest connection whose request has not fully
+  arrived (nothing sent, part of a request head, or on ``/fetch`` and
+  ``/attachments/`` an unfinished body) is closed, of that address or of the
+  address with the most, so a flood of silent or trickling connections never
+  locks out the next honest request or probe;
+- each has ``auth_timeout`` seconds from accept() to finish the handshake (a
+  routed HTTP request: to be read and answered), then it is closed; bytes that
+  trickle in do not extend it;
 - both are counted (``too_many_handshakes``, ``handshake_timeout`` in
   ``/health`` refusals) and logged once per interval, not once per connection.
 
@@ -124,10 +128,10 @@ class HandshakeGuard:
         self._expired.tick()
 
     def _evict(self, address: str, limit: str) -> bool:
-        """Close ``address``'s oldest connection that has not sent a request line;
-        False if there is none."""
+        """Close ``address``'s oldest connection whose request has not fully
+        arrived; False if there is none (all of them are being answered)."""
         pending = self._by_address.get(address, {})
-        victim = next((c for c in pending if not c.spoke), None)
+        victim = next((c for c in pending if not c.request_complete), None)
         if victim is None:
             return False
         self.refusals[TOO_MANY_HANDSHAKES] += 1
@@ -169,8 +173,10 @@ class RelayConnection(ServerConnection):
     def __init__(self, protocol: ServerProtocol, *args: Any, **kwargs: Any) -> None:
         super().__init__(protocol, *args, **kwargs)
         self.address = ""
-        self.spoke = False
-        """It sent a whole request line (websockets', or an HTTP route's)."""
+        self.request_complete = False
+        """Its whole request arrived (the head; and a routed HTTP request's body):
+        it is being answered, so it is never closed to make room. A request line
+        alone, part of the headers or part of a body does not count."""
         self.request_bytes = 0
         """Bytes of the request line and headers (they count before authentication)."""
         # Replace websockets' request parser before any byte has arrived.
@@ -182,11 +188,6 @@ class RelayConnection(ServerConnection):
         self.address = str(peer[0]) if isinstance(peer, tuple) and peer else str(peer)
         super().connection_made(transport)
         self.guard.opened(self)
-
-    def data_received(self, data: bytes) -> None:
-        if not self.spoke and b"\n" in data:
-            self.spoke = True
-        super().data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.done(self)
@@ -234,6 +235,7 @@ class RelayConnection(ServerConnection):
         except (ValueError, UnicodeDecodeError, NotImplementedError) as exc:
             status = http.HTTPStatus.BAD_REQUEST
             reason = f"malformed HTTP request: {exc}"
+        self.request_complete = True  # answered from here on, whatever the answer
         if status is not None:
             logger.info("%s: HTTP %d: %s", self.address, status.value, reason)
             protocol.handshake_exc = InvalidMessage(reason)

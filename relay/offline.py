@@ -82,7 +82,9 @@ class OfflineEndpoints:
         )
         self._storage = storage
         self.connection_class: type[ServerConnection] = connection_class(
-            [self.fetch, self.attachments]
+            [self.fetch, self.attachments],
+            max_head=hub.limits.max_pre_auth_bytes,
+            authenticate=authenticate,
         )
 
     def open(self) -> None:

@@ -81,8 +81,11 @@ class Persistence:
         hub.on_write = self._on_write
         hub.on_compact = self._on_compact
         hub.on_unload = storage.unfollow
-        if not storage.shared:  # shared storage may hold more than this process's room
-            hub.syncs.request_snapshot = self._on_snapshot
+        # Large syncs from nothing send the stored snapshot. Shared storage may hold
+        # more than this process's room (another relay's updates on their way
+        # here): the pieces then carry them early, the final SYNC the rest of the
+        # room and its whole delete set, and the fan-out what comes later.
+        hub.syncs.request_snapshot = self._on_snapshot
         self._tasks: set[asyncio.Task[None]] = set()
         self._write_wake = asyncio.Event()
         self._writes_idle = asyncio.Event()

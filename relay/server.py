@@ -7,7 +7,7 @@ This module accepts connections and moves their bytes:
   ``broadcast()`` does), and a writer task takes over for closes; a client
   whose unsent fan-out exceeds the budget is closed as a slow consumer;
 - one sync pump per connection, sending large sync answers piece by piece as
-  the socket drains (:mod:`relay.syncs`);
+  the socket drains (:mod:`relay.pump`, :mod:`relay.syncs`);
 - a janitor that unloads idle rooms, expires presence and ticks the sessions'
   clocks.
 
@@ -26,7 +26,6 @@ import ipaddress
 import logging
 import secrets
 import ssl
-import sys
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
@@ -47,6 +46,7 @@ from .listener import Listener, listen, quiet_accept_errors, raise_open_file_lim
 from .metrics import RelayMetrics
 from .offline import OfflineEndpoints, OfflineOptions
 from .persistence import Persistence
+from .pump import pump_syncs
 from .readiness import Readiness
 from .rooms import Hub
 from .session import (
@@ -67,14 +67,6 @@ logger = logging.getLogger("relay.server")
 DEFAULT_STORE = "sqlite:///relay-data/relay.db"
 TICK = 1.0
 """Seconds between checks of authentication deadlines and token expiry."""
-if sys.platform.startswith("linux"):
-    import fcntl
-    import termios
-
-    _SIOCOUTQ: int | None = termios.TIOCOUTQ
-    """ioctl that reads a TCP socket's unsent bytes (SIOCOUTQ == TIOCOUTQ)."""
-else:  # elsewhere only the transport's buffer is seen
-    _SIOCOUTQ = None
 
 
 class Relay:
@@ -416,7 +408,16 @@ class Relay:
         session.on_sync = syncs.set
         loop = asyncio.get_running_loop()
         writer = loop.create_task(self._send_loop(ws, session, wake))
-        pump = loop.create_task(self._sync_loop(ws, session, syncs))
+        pump = loop.create_task(
+            pump_syncs(
+                ws,
+                session,
+                syncs,
+                self.hub.syncs,
+                stall=self.limits.sync_stall_timeout,
+                slow_consumer=self._slow_consumer,
+            )
+        )
         try:
             async for message in ws:
                 if isinstance(message, str):
@@ -459,7 +460,7 @@ class Relay:
         Backpressure: a client whose unsent bytes (the transport's buffer) exceed
         ``max_queued_bytes`` is closed as a slow consumer. Sync answers are not
         counted: they enter the buffer only when it has drained (at most about
-        two pieces of them are ever in it; see :meth:`_sync_loop`)."""
+        two pieces of them are ever in it; see :mod:`relay.pump`)."""
         if session.close is not None or ws.protocol.state is not State.OPEN:
             wake.set()
             return
@@ -541,47 +542,6 @@ class Relay:
         except ConnectionClosed:
             return
 
-    async def _sync_loop(
-        self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event
-    ) -> None:
-        """Sends the session's large sync answers (:mod:`relay.syncs`) piece by
-        piece, each once the connection has sent the one before (flow control):
-        a slow link only makes the sync slower. A client that takes nothing for
-        ``sync_stall_timeout`` seconds has stopped reading: it is closed as a
-        slow consumer."""
-        while True:
-            await wake.wait()
-            wake.clear()
-            while session.close is None and self.hub.syncs.pending(session):
-                if not await self._drained(ws, session):
-                    return
-                self.hub.syncs.feed(session)  # queues the next piece: _output writes it
-                await asyncio.sleep(0)  # everyone else runs between two pieces
-
-    async def _drained(self, ws: ServerConnection, session: RelaySession) -> bool:
-        """Wait until the connection's buffer is down to websockets' low-water mark;
-        False (and the session failed) if it did not shrink for the stall timeout."""
-        transport = ws.transport
-        loop = asyncio.get_running_loop()
-        stall = self.limits.sync_stall_timeout
-        last, since = _unsent(transport), loop.time()
-        while ws.paused and not transport.is_closing():
-            try:
-                await asyncio.wait_for(ws.drain(), timeout=min(1.0, stall))
-            except TimeoutError:
-                size = _unsent(transport)
-                if size < last:
-                    last, since = size, loop.time()
-                elif loop.time() - since >= stall:
-                    message = f"took nothing of its sync for {stall:g} s; reconnect to resume"
-                    self._slow_consumer(ws, session, message)
-                    return False
-            except OSError as exc:
-                logger.info("%s: connection lost during a sync (%s)", peer(ws), exc)
-                return False
-        session.backlog = transport.get_write_buffer_size()
-        return not transport.is_closing()
-
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
@@ -596,21 +556,6 @@ class Relay:
             self.hub.tick()
             self._tick_floods()
             await asyncio.sleep(period)
-
-
-def _unsent(transport: asyncio.WriteTransport) -> int:
-    """Bytes written to ``transport`` that the peer has not taken: the transport's
-    buffer, plus (on Linux) the socket's send queue, which can hold megabytes a
-    slow reader takes for many seconds before the transport's buffer shrinks."""
-    unsent = transport.get_write_buffer_size()
-    sock = transport.get_extra_info("socket")
-    if _SIOCOUTQ is not None and sock is not None:
-        try:
-            queued = fcntl.ioctl(sock.fileno(), _SIOCOUTQ, b"\0\0\0\0")
-        except OSError:
-            return unsent
-        unsent += int.from_bytes(queued, sys.byteorder, signed=True)
-    return unsent
 
 
 async def _close(ws: ServerConnection, code: int, reason: str) -> None:
