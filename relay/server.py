@@ -44,6 +44,7 @@ from .framing import BinaryFramer
 from .handshakes import HandshakeGuard, connection_factory
 from .http import NATIVE_PATH, YJS_PREFIX, HttpFront, peer, yjs_doc_id
 from .listener import Listener, listen, quiet_accept_errors, raise_open_file_limit
+from .memory import Trimmer
 from .metrics import RelayMetrics
 from .offline import OfflineEndpoints, OfflineOptions
 from .persistence import Persistence
@@ -138,6 +139,7 @@ class Relay:
         self._requested_port = port
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._trimmer = Trimmer()
         self.hub = Hub(
             self.relay_id,
             limits,
@@ -591,7 +593,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         period = max(0.05, min(self.idle_timeout / 2, TICK))
         while True:
-            self.hub.unload_idle(loop.time(), self.idle_timeout)
+            self._trimmer.after_unload(len(self.hub.unload_idle(loop.time(), self.idle_timeout)))
             self.hub.expire_awareness(self.hub.clock())
             self.hub.tick()
             self._tick_floods()
