@@ -47,6 +47,7 @@ from .listener import Listener, listen, quiet_accept_errors, raise_open_file_lim
 from .memory import Trimmer
 from .metrics import RelayMetrics
 from .offline import OfflineEndpoints, OfflineOptions
+from .ondemand import OnDemand
 from .persistence import Persistence
 from .readiness import Readiness
 from .rooms import Hub
@@ -391,7 +392,8 @@ class Relay:
 
     async def _handle(self, ws: ServerConnection) -> None:
         name = peer(ws)
-        wake = asyncio.Event()
+        writer = OnDemand(lambda: self._send(ws, session))
+        wake = writer.set
         path = ws.request.path.split("?", 1)[0] if ws.request is not None else NATIVE_PATH
         self.connections.add(ws)
         self.http.opened(ws)
@@ -400,7 +402,7 @@ class Relay:
             doc_id = yjs_doc_id(path)  # checked in HttpFront.process_request
             session = self.hub.open_session(
                 name,
-                wake.set,
+                wake,
                 kind=YjsSession,
                 doc_id=doc_id,
                 access=self.http.take_access(ws),
@@ -408,17 +410,14 @@ class Relay:
             logger.info("y-websocket connection from %s to %r", name, doc_id)
             binary = "y-protocols messages are binary, not text"
         else:
-            session = self.hub.open_session(name, wake.set)
+            session = self.hub.open_session(name, wake)
             logger.info("connection from %s", name)
             binary = "frames are binary msgpack, not text"
         session.pre_auth_bytes = getattr(ws, "request_bytes", 0)
         session.on_output = lambda: self._output(ws, session, wake)
         session.sink = self._sink(ws, session)
-        syncs = asyncio.Event()
-        session.on_sync = syncs.set
-        loop = asyncio.get_running_loop()
-        writer = loop.create_task(self._send_loop(ws, session, wake))
-        pump = loop.create_task(self._sync_loop(ws, session, syncs))
+        pump = OnDemand(lambda: self._sync(ws, session))
+        session.on_sync = pump.set
         try:
             async for message in ws:
                 if isinstance(message, str):
@@ -435,12 +434,10 @@ class Relay:
             self.http.closed(ws)
             if session.close is not None and not writer.done():
                 try:
-                    await asyncio.wait_for(asyncio.shield(writer), timeout=2)
+                    await asyncio.wait_for(writer.join(), timeout=2)
                 except TimeoutError:
                     logger.info("%s did not take its close frame in time; dropping it", name)
-            writer.cancel()
-            pump.cancel()
-            await asyncio.gather(writer, pump, return_exceptions=True)
+            await asyncio.gather(writer.stop(), pump.stop(), return_exceptions=True)
             if session.close is not None:
                 await _close(ws, session.close.code, session.close.reason)
             logger.info(
@@ -452,7 +449,9 @@ class Relay:
             if self.on_disconnect is not None:
                 self.on_disconnect(session)
 
-    def _output(self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event) -> None:
+    def _output(
+        self, ws: ServerConnection, session: RelaySession, wake: Callable[[], None]
+    ) -> None:
         """The session queued frames: write them to the socket now, as websockets'
         ``broadcast()`` does (no task switch per delivery, which would cost more than
         the frame). The writer task takes over for the close, and whenever the
@@ -463,7 +462,7 @@ class Relay:
         counted: they enter the buffer only when it has drained (at most about
         two pieces of them are ever in it; see :meth:`_sync_loop`)."""
         if session.close is not None or ws.protocol.state is not State.OPEN:
-            wake.set()
+            wake()
             return
         frames = session.frames_to_send()
         if not frames:
@@ -475,7 +474,7 @@ class Relay:
             ws.send_data()
         except (InvalidState, OSError, RuntimeError) as exc:
             logger.info("%s: write failed (%s); the connection is closing", peer(ws), exc)
-            wake.set()
+            wake()
             return
         buffered = session.backlog = ws.transport.get_write_buffer_size()
         if buffered > self.limits.max_queued_bytes + 2 * self.limits.sync_piece_bytes:
@@ -522,43 +521,37 @@ class Relay:
         assert session.close is not None
         self._spawn(_close(ws, session.close.code, session.close.reason), "slow consumer")
 
-    async def _send_loop(
-        self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event
-    ) -> None:
-        """The connection's only writer: the session's frames, in order."""
+    async def _send(self, ws: ServerConnection, session: RelaySession) -> bool:
+        """The connection's writer when :meth:`_output` hands over (an
+        :class:`OnDemand` step): the session's frames, in order, then the close; True
+        once closed."""
         try:
-            while True:
-                await wake.wait()
-                wake.clear()
-                frames = session.frames_to_send()
-                if frames:
-                    # One write and one drain for the whole batch, as websockets'
-                    # broadcast does: the per-frame send() costs more than the frame.
-                    async with ws.send_context():
-                        for frame in frames:
-                            ws.protocol.send_binary(frame)
-                if session.close is not None:
-                    await _close(ws, session.close.code, session.close.reason)
-                    return
+            frames = session.frames_to_send()
+            if frames:
+                # One write and one drain for the whole batch, as websockets'
+                # broadcast does: the per-frame send() costs more than the frame.
+                async with ws.send_context():
+                    for frame in frames:
+                        ws.protocol.send_binary(frame)
+            if session.close is not None:
+                await _close(ws, session.close.code, session.close.reason)
+                return True
         except ConnectionClosed:
-            return
+            return True
+        return False
 
-    async def _sync_loop(
-        self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event
-    ) -> None:
+    async def _sync(self, ws: ServerConnection, session: RelaySession) -> bool:
         """Sends the session's large sync answers (:mod:`relay.syncs`) piece by
         piece, each once the connection has sent the one before (flow control):
         a slow link only makes the sync slower. A client that takes nothing for
         ``sync_stall_timeout`` seconds has stopped reading: it is closed as a
-        slow consumer."""
-        while True:
-            await wake.wait()
-            wake.clear()
-            while session.close is None and self.hub.syncs.pending(session):
-                if not await self._drained(ws, session):
-                    return
-                self.hub.syncs.feed(session)  # queues the next piece: _output writes it
-                await asyncio.sleep(0)  # everyone else runs between two pieces
+        slow consumer. An :class:`OnDemand` step: True when the connection failed."""
+        while session.close is None and self.hub.syncs.pending(session):
+            if not await self._drained(ws, session):
+                return True
+            self.hub.syncs.feed(session)  # queues the next piece: _output writes it
+            await asyncio.sleep(0)  # everyone else runs between two pieces
+        return False
 
     async def _drained(self, ws: ServerConnection, session: RelaySession) -> bool:
         """Wait until the connection's buffer is down to websockets' low-water mark;

@@ -12,9 +12,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import websockets
 
+import relay as relay_package
+from crdtsync.ids import ReplicaId
+from crdtsync.sync.protocol import Hello, encode_frame
 from relay import Relay
 from relay.memory import Trimmer, malloc_trim
+from relay.ondemand import OnDemand
 from relay.room import Write
 from relay.session import RelaySession
 
@@ -50,6 +55,88 @@ async def test_a_closed_connection_is_not_held_by_the_last_commit(relay: Relay) 
     del client
     gc.collect()
     assert [ref() for ref in sessions] == [None]
+
+
+async def test_an_idle_connection_holds_no_task_of_its_own_nor_its_headers(relay: Relay) -> None:
+    """An idle connection costs websockets' own handler and keepalive tasks only: the
+    relay's writer and sync pump run only while they have work, and the opening
+    handshake's headers are let go once the connection is open."""
+    async with websockets.connect(relay.url, user_agent_header="x" * 500) as ws:
+        await ws.send(encode_frame(Hello(ReplicaId("idle"))))
+        await asyncio.wait_for(ws.recv(), 10)  # WELCOME: the relay's handler runs
+        [server_side] = relay.connections
+        relay_dir = str(Path(relay_package.__file__).parent)
+        ours = [  # the handler's task runs websockets' coroutine, which awaits ours
+            task
+            for task in asyncio.all_tasks()
+            if getattr(task.get_coro(), "cr_code", None) is not None
+            and task.get_coro().cr_code.co_filename.startswith(relay_dir)  # type: ignore[union-attr]
+            and task.get_name() != "relay janitor"
+            and "readiness" not in task.get_name()
+            and "storage" not in task.get_name()
+        ]
+        assert ours == []
+        assert server_side.request is not None and not server_side.request.headers
+        assert server_side.response is not None and not server_side.response.headers
+        assert server_side.request.path == "/"
+        # Over 30 attributes, an instance's __dict__ is no longer a compact split table.
+        assert len(vars(server_side)) <= 30, sorted(vars(server_side))
+
+
+async def test_on_demand_runs_its_step_once_per_set_and_only_while_there_is_work() -> None:
+    runs: list[int] = []
+    gate = asyncio.Event()
+    stop_after = 3
+
+    async def step() -> bool:
+        runs.append(len(runs))
+        await gate.wait()
+        return len(runs) >= stop_after
+
+    work = OnDemand(step)
+    await work.join()  # nothing to wait for
+    work.set()
+    work.set()  # before it runs: still one run
+    await asyncio.sleep(0)
+    assert runs == [0]
+    work.set()  # during the run: one more afterwards
+    work.set()
+    gate.set()
+    await work.join()
+    assert runs == [0, 1] and not work.done()
+    work.set()
+    await work.join()
+    assert runs == [0, 1, 2] and work.done()  # step returned True: no more runs
+    work.set()
+    await work.join()
+    assert runs == [0, 1, 2]
+    await work.stop()
+
+
+async def test_on_demand_stop_cancels_the_run_and_raises_what_the_step_raised() -> None:
+    started = asyncio.Event()
+
+    async def forever() -> bool:
+        started.set()
+        await asyncio.Event().wait()
+        return True
+
+    work = OnDemand(forever)
+    work.set()
+    await started.wait()
+    await work.stop()
+    assert work.done()
+
+    async def broken() -> bool:
+        raise OSError("broken")
+
+    failing = OnDemand(broken)
+    failing.set()
+    with pytest.raises(OSError, match="broken"):
+        await failing.join()
+    assert failing.done()
+    with pytest.raises(OSError, match="broken"):
+        await failing.stop()
 
 
 def test_trimmer_trims_after_rooms_unload_at_most_once_per_interval() -> None:
