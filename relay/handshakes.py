@@ -33,6 +33,7 @@ from collections.abc import Generator
 from typing import Any, ClassVar
 
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
 from websockets.exceptions import (
     HeaderLineTooLong,
     InvalidMessage,
@@ -40,7 +41,7 @@ from websockets.exceptions import (
     TooManyHeaders,
 )
 from websockets.http11 import Request
-from websockets.protocol import Protocol
+from websockets.protocol import OPEN, Protocol
 from websockets.server import ServerProtocol
 
 from .limits import Limits
@@ -155,6 +156,8 @@ class RelayConnection(ServerConnection):
     (``serve(create_connection=...)``).
     """
 
+    __slots__ = ("address", "request_bytes", "request_complete")  # not in the (large) __dict__
+
     guard: ClassVar[HandshakeGuard]
     limits: ClassVar[Limits]
 
@@ -198,6 +201,14 @@ class RelayConnection(ServerConnection):
             await super().handshake(*args, **kwargs)
         finally:
             self.guard.done(self)
+        if self.protocol.state is OPEN:
+            # Nothing reads the headers once the connection is open (the relay takes
+            # the path, the token's access and the address during the handshake): an
+            # idle connection does not keep them (a few KB, more from a browser).
+            if self.request is not None:
+                self.request.headers = Headers()
+            if self.response is not None:
+                self.response.headers = Headers()
 
     def _parse_request(self, protocol: ServerProtocol) -> Generator[None]:
         """websockets' ``ServerProtocol.parse``, answering what it drops in silence."""
@@ -243,7 +254,11 @@ class RelayConnection(ServerConnection):
             yield
             return
         protocol.events.append(request)
-        yield from Protocol.parse(protocol)
+        # Frames from here on: websockets' own parser takes over, as websockets hands
+        # over to discard() (this generator's frame is not kept for the connection's life).
+        protocol.parser = Protocol.parse(protocol)
+        next(protocol.parser)
+        yield
 
 
 def connection_factory(

@@ -189,6 +189,9 @@ class Persistence:
             self._kept = []
             if writes:
                 self._kept = await self._commit(writes)
+            # Hold nothing of this commit while waiting for the next: each write holds
+            # its sender's session, and through it the whole (maybe closed) connection.
+            del writes
             if self._kept:
                 await asyncio.sleep(delay)
                 delay = min(1.0, delay * 2)

@@ -17,7 +17,7 @@ from .http import peer
 from .session import RelaySession
 from .syncs import Syncs
 
-__all__ = ["SlowConsumer", "pump_syncs", "unsent"]
+__all__ = ["SlowConsumer", "sync_step", "unsent"]
 
 logger = logging.getLogger("relay.server")  # its lines are the connection's, as before
 
@@ -34,25 +34,23 @@ else:  # elsewhere only the transport's buffer is seen
     _SIOCOUTQ = None
 
 
-async def pump_syncs(
+async def sync_step(
     ws: ServerConnection,
     session: RelaySession,
-    wake: asyncio.Event,
     syncs: Syncs,
-    *,
     stall: float,
     slow_consumer: SlowConsumer,
-) -> None:
-    """Send ``session``'s large sync answers whenever ``wake`` is set, one piece
-    per drain of the connection, until the connection closes."""
-    while True:
-        await wake.wait()
-        wake.clear()
-        while session.close is None and syncs.pending(session):
-            if not await _drained(ws, session, stall, slow_consumer):
-                return
-            syncs.feed(session)  # queues the next piece: the relay's output writes it
-            await asyncio.sleep(0)  # everyone else runs between two pieces
+) -> bool:
+    """Send ``session``'s pending large sync answers, one piece per drain of the
+    connection. An :class:`~relay.ondemand.OnDemand` step, run whenever the
+    session has a sync to send: True when the connection failed (nothing more to
+    do for good)."""
+    while session.close is None and syncs.pending(session):
+        if not await _drained(ws, session, stall, slow_consumer):
+            return True
+        syncs.feed(session)  # queues the next piece: the relay's output writes it
+        await asyncio.sleep(0)  # everyone else runs between two pieces
+    return False
 
 
 async def _drained(

@@ -43,10 +43,12 @@ from .framing import BinaryFramer
 from .handshakes import HandshakeGuard, connection_factory
 from .http import NATIVE_PATH, YJS_PREFIX, HttpFront, peer, yjs_doc_id
 from .listener import Listener, listen, quiet_accept_errors, raise_open_file_limit
+from .memory import Trimmer
 from .metrics import RelayMetrics
 from .offline import OfflineEndpoints, OfflineOptions
+from .ondemand import OnDemand
 from .persistence import Persistence
-from .pump import pump_syncs
+from .pump import sync_step
 from .readiness import Readiness
 from .rooms import Hub
 from .session import (
@@ -130,6 +132,7 @@ class Relay:
         self._requested_port = port
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
+        self._trimmer = Trimmer()
         self.hub = Hub(
             self.relay_id,
             limits,
@@ -381,7 +384,8 @@ class Relay:
 
     async def _handle(self, ws: ServerConnection) -> None:
         name = peer(ws)
-        wake = asyncio.Event()
+        writer = OnDemand(lambda: self._send(ws, session))
+        wake = writer.set
         path = ws.request.path.split("?", 1)[0] if ws.request is not None else NATIVE_PATH
         self.connections.add(ws)
         self.http.opened(ws)
@@ -390,7 +394,7 @@ class Relay:
             doc_id = yjs_doc_id(path)  # checked in HttpFront.process_request
             session = self.hub.open_session(
                 name,
-                wake.set,
+                wake,
                 kind=YjsSession,
                 doc_id=doc_id,
                 access=self.http.take_access(ws),
@@ -398,26 +402,15 @@ class Relay:
             logger.info("y-websocket connection from %s to %r", name, doc_id)
             binary = "y-protocols messages are binary, not text"
         else:
-            session = self.hub.open_session(name, wake.set)
+            session = self.hub.open_session(name, wake)
             logger.info("connection from %s", name)
             binary = "frames are binary msgpack, not text"
         session.pre_auth_bytes = getattr(ws, "request_bytes", 0)
         session.on_output = lambda: self._output(ws, session, wake)
         session.sink = self._sink(ws, session)
-        syncs = asyncio.Event()
-        session.on_sync = syncs.set
-        loop = asyncio.get_running_loop()
-        writer = loop.create_task(self._send_loop(ws, session, wake))
-        pump = loop.create_task(
-            pump_syncs(
-                ws,
-                session,
-                syncs,
-                self.hub.syncs,
-                stall=self.limits.sync_stall_timeout,
-                slow_consumer=self._slow_consumer,
-            )
-        )
+        stall, slow = self.limits.sync_stall_timeout, self._slow_consumer
+        pump = OnDemand(lambda: sync_step(ws, session, self.hub.syncs, stall, slow))
+        session.on_sync = pump.set
         try:
             async for message in ws:
                 if isinstance(message, str):
@@ -434,12 +427,10 @@ class Relay:
             self.http.closed(ws)
             if session.close is not None and not writer.done():
                 try:
-                    await asyncio.wait_for(asyncio.shield(writer), timeout=2)
+                    await asyncio.wait_for(writer.join(), timeout=2)
                 except TimeoutError:
                     logger.info("%s did not take its close frame in time; dropping it", name)
-            writer.cancel()
-            pump.cancel()
-            await asyncio.gather(writer, pump, return_exceptions=True)
+            await asyncio.gather(writer.stop(), pump.stop(), return_exceptions=True)
             if session.close is not None:
                 await _close(ws, session.close.code, session.close.reason)
             logger.info(
@@ -451,7 +442,9 @@ class Relay:
             if self.on_disconnect is not None:
                 self.on_disconnect(session)
 
-    def _output(self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event) -> None:
+    def _output(
+        self, ws: ServerConnection, session: RelaySession, wake: Callable[[], None]
+    ) -> None:
         """The session queued frames: write them to the socket now, as websockets'
         ``broadcast()`` does (no task switch per delivery, which would cost more than
         the frame). The writer task takes over for the close, and whenever the
@@ -462,7 +455,7 @@ class Relay:
         counted: they enter the buffer only when it has drained (at most about
         two pieces of them are ever in it; see :mod:`relay.pump`)."""
         if session.close is not None or ws.protocol.state is not State.OPEN:
-            wake.set()
+            wake()
             return
         frames = session.frames_to_send()
         if not frames:
@@ -474,7 +467,7 @@ class Relay:
             ws.send_data()
         except (InvalidState, OSError, RuntimeError) as exc:
             logger.info("%s: write failed (%s); the connection is closing", peer(ws), exc)
-            wake.set()
+            wake()
             return
         buffered = session.backlog = ws.transport.get_write_buffer_size()
         if buffered > self.limits.max_queued_bytes + 2 * self.limits.sync_piece_bytes:
@@ -521,26 +514,24 @@ class Relay:
         assert session.close is not None
         self._spawn(_close(ws, session.close.code, session.close.reason), "slow consumer")
 
-    async def _send_loop(
-        self, ws: ServerConnection, session: RelaySession, wake: asyncio.Event
-    ) -> None:
-        """The connection's only writer: the session's frames, in order."""
+    async def _send(self, ws: ServerConnection, session: RelaySession) -> bool:
+        """The connection's writer when :meth:`_output` hands over (an
+        :class:`OnDemand` step): the session's frames, in order, then the close; True
+        once closed."""
         try:
-            while True:
-                await wake.wait()
-                wake.clear()
-                frames = session.frames_to_send()
-                if frames:
-                    # One write and one drain for the whole batch, as websockets'
-                    # broadcast does: the per-frame send() costs more than the frame.
-                    async with ws.send_context():
-                        for frame in frames:
-                            ws.protocol.send_binary(frame)
-                if session.close is not None:
-                    await _close(ws, session.close.code, session.close.reason)
-                    return
+            frames = session.frames_to_send()
+            if frames:
+                # One write and one drain for the whole batch, as websockets'
+                # broadcast does: the per-frame send() costs more than the frame.
+                async with ws.send_context():
+                    for frame in frames:
+                        ws.protocol.send_binary(frame)
+            if session.close is not None:
+                await _close(ws, session.close.code, session.close.reason)
+                return True
         except ConnectionClosed:
-            return
+            return True
+        return False
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -551,7 +542,7 @@ class Relay:
         loop = asyncio.get_running_loop()
         period = max(0.05, min(self.idle_timeout / 2, TICK))
         while True:
-            self.hub.unload_idle(loop.time(), self.idle_timeout)
+            self._trimmer.after_unload(len(self.hub.unload_idle(loop.time(), self.idle_timeout)))
             self.hub.expire_awareness(self.hub.clock())
             self.hub.tick()
             self._tick_floods()

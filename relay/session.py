@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Protocol
@@ -201,7 +201,7 @@ class RelaySession:
         returns True, or returns False (then the frame is queued and ``on_output``
         called). Used only while nothing is queued, so frames keep their order: the
         fan-out's fast path, with no queue and no wake-up per delivery."""
-        self._out: deque[bytes] = deque()
+        self._out: list[bytes] = []  # not a deque: 56 bytes empty, not 624
         self._queued = 0
         self.bytes_sent = 0
         """Bytes of every frame taken by :meth:`frames_to_send` (metrics)."""
@@ -513,8 +513,7 @@ class RelaySession:
 
     def frames_to_send(self) -> list[bytes]:
         """Frames to send, in order; each call returns the new ones only."""
-        out = list(self._out)
-        self._out.clear()
+        out, self._out = self._out, []
         self._queued = 0
         self.bytes_sent += sum(map(len, out))
         return out
