@@ -81,8 +81,9 @@ _WAL_CHECKPOINT_PAGES = 8192
 """WAL frames (pages) after which a commit checkpoints the WAL into the file (SQLite's
 default is 1000). Every one-edit commit appends at least one 1 KiB frame, and in
 "normal" durability each checkpoint costs two fsyncs: checkpointing every 8 MiB
-instead of every 1 MiB takes ~1 us off each such commit. Durability is unchanged (a
-commit is in the WAL either way); the WAL file grows to ~8 MiB before it is reused."""
+instead of every 1 MiB took a one-row insert loop from 8.6 to 6.9 us of CPU per
+commit here (fewer fsync waits too). Durability is unchanged (a commit is in the WAL
+either way); the WAL file grows to ~8 MiB before it is reused."""
 
 Durability = Literal["normal", "full"]
 _P = ParamSpec("_P")
