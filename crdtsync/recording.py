@@ -128,16 +128,23 @@ class OpenDocument:
         if self.unsaved:
             self._write([*self.unsaved, _Unsaved(kind, update)])
             return
-        # One entry, nothing unsaved before it: the common case, without _write's lists.
+        # One entry, nothing unsaved before it: the common case (every local edit), so
+        # _write and _after_write inlined, and events built only for observers.
         seq = self.last_seq + 1 if kind is EntryKind.LOCAL else None
         try:
             self._store.append(self.doc_id, (NewEntry(kind, update, seq),))
         except StoreError:
             self._keep_unsaved([_Unsaved(kind, update)])
             raise
-        self._after_write(1, len(update), seq)
-        if seq is not None and self._events:
-            self._events.emit(LocalUpdate(self.doc_id, seq, update))
+        self.stored += 1
+        self.log_bytes += len(update)
+        if seq is not None:
+            self.last_seq = seq
+            if self._events:
+                self._events.emit(PendingChanged(self.doc_id, self.pending))
+                self._events.emit(LocalUpdate(self.doc_id, seq, update))
+        if self.log_bytes > self.compact_at:
+            self.auto_compact()
 
     def _write(self, items: list[_Unsaved]) -> None:
         """Store ``items`` in one transaction, or keep them all as unsaved and raise."""

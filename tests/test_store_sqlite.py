@@ -39,7 +39,8 @@ class TestSQLiteStore(StoreContract):
 
 @pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
 def test_file_settings(tmp_path: Path, durability: str, synchronous: int) -> None:
-    """WAL, synchronous per durability, schema version in user_version."""
+    """WAL, synchronous per durability, schema version in user_version, and the WAL
+    checkpointed every 8 MiB of 1 KiB pages (two fsyncs per 8,192 one-edit commits)."""
     path = tmp_path / "s.db"
     store = SQLiteStore(path, durability)  # type: ignore[arg-type]
     try:
@@ -48,6 +49,7 @@ def test_file_settings(tmp_path: Path, durability: str, synchronous: int) -> Non
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == synchronous
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 8192
     finally:
         store.close()
     # After a clean close the file is a plain SQLite database another tool can read.
