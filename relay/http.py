@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import ipaddress
 import json
 import logging
 import urllib.parse
@@ -208,8 +209,11 @@ class HttpFront:
         query: str,
         render: Callable[[], bytes],
     ) -> Response:
-        """``GET /metrics``: with tokens required, any valid token may read them."""
-        if self.authenticate is not None:
+        """``GET /metrics``: with tokens required, any valid token may read them, and
+        so may this host (a loopback address: ``curl localhost:8765/metrics``, a
+        scraper on the same machine) without one. They are aggregate counts and
+        latencies: no document ids, subjects or addresses."""
+        if self.authenticate is not None and metrics_need_token(_address(connection)):
             access = self._check_token(connection, request, query, None)
             if isinstance(access, Response):
                 return access
@@ -324,6 +328,18 @@ def _body(connection: ServerConnection, body: bytes, content_type: str) -> Respo
     response.headers["Content-Length"] = str(len(body))
     response.body = body
     return response
+
+
+def metrics_need_token(address: str) -> bool:
+    """Whether a ``/metrics`` request from ``address`` needs a token on a relay that
+    requires them: yes, unless it comes from this host (a loopback address)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:  # a Unix socket path, or nothing known: ask for a token
+        return True
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # an IPv4 client on a dual-stack socket
+    return not ip.is_loopback
 
 
 def _address(ws: ServerConnection) -> str:

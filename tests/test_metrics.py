@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from crdtsync import Replica
 from crdtsync.ids import DocId
 from relay.auth import KeyRing, authenticator, issue_token
+from relay.http import metrics_need_token
 from relay.server import Relay
 from relay.storage.redis import RedisStorage
 
@@ -79,15 +80,21 @@ async def test_metrics_after_real_traffic(tmp_path: Path) -> None:
     assert "crdtsync_relay_redis_round_trip_seconds_count" in samples
 
 
-async def test_metrics_need_a_token_when_the_relay_does(tmp_path: Path) -> None:
+async def test_metrics_need_a_token_from_elsewhere_when_the_relay_does(tmp_path: Path) -> None:
+    """Tokens required: this host reads /metrics as issue 13's operator does (``curl
+    localhost:8765/metrics``); any other address needs a valid token."""
     keys = KeyRing()
     keys.add_secret("k1", "metrics-secret-" + "x" * 32)
     async with Relay("memory://", port=0, authenticate=authenticator(keys)) as relay:
-        assert (await asyncio.to_thread(scrape, relay))[0] == 401
+        status, _, samples = await asyncio.to_thread(scrape, relay)
+        assert status == 200 and "crdtsync_relay_rooms" in samples
         token = issue_token(keys, "prometheus", ["none:r"], 600)
         status, _, samples = await asyncio.to_thread(scrape, relay, token)
         assert status == 200
-        assert samples["crdtsync_relay_refusals_total{code=token_required}"] == 1
+    for address in ("127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1"):
+        assert not metrics_need_token(address), address
+    for address in ("10.0.0.7", "192.168.1.2", "2001:db8::1", "", "/run/relay.sock"):
+        assert metrics_need_token(address), address
 
 
 async def test_redis_round_trips_are_measured(redis_url: str) -> None:
