@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import signal
@@ -168,3 +169,17 @@ class RelayProcess:
     async def ensure_stopped(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
             await self.kill()
+
+
+async def raw_http(port: int, request: bytes, timeout: float = 30) -> bytes:
+    """Send ``request`` raw to a relay on loopback (and nothing more); the whole
+    answer, up to the relay closing the connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        async with asyncio.timeout(timeout):
+            return await reader.read()
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()

@@ -23,23 +23,14 @@ from crdtsync.sync.protocol import ErrorFrame, Hello, decode_frame, encode_frame
 from relay.handshakes import HANDSHAKE_TIMEOUT, TOO_MANY_HANDSHAKES
 from relay.server import Relay
 from relay.session import Limits
+from tests.relay_helpers import raw_http
 
 from .relay_helpers import RelayProcess
 
 D = DocId("doc")
 
 
-async def _http(port: int, request: bytes, timeout: float = 30) -> bytes:
-    """Send ``request`` raw; the whole answer (the relay closes after it)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        async with asyncio.timeout(timeout):
-            return await reader.read()
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+_http = raw_http
 
 
 async def _health(port: int, timeout: float = 30) -> dict[str, object]:

@@ -23,6 +23,7 @@ from relay.auth import KeyRing, authenticator
 from relay.handshakes import HANDSHAKE_TIMEOUT, TOO_MANY_HANDSHAKES
 from relay.server import Relay
 from relay.session import Limits
+from tests.relay_helpers import raw_http
 
 D = DocId("doc")
 
@@ -37,17 +38,7 @@ PARTIAL = {
 }
 
 
-async def _answer(port: int, request: bytes, timeout: float = 30) -> bytes:
-    """Send ``request`` (and nothing more); what the relay answers before closing."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(request)
-        async with asyncio.timeout(timeout):
-            return await reader.read()
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
+_answer = raw_http
 
 
 async def _health(port: int) -> dict[str, object]:
