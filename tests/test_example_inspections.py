@@ -67,6 +67,15 @@ def browser_missing() -> str | None:
     return None
 
 
+def test_the_page_writes_records_with_the_tested_layout_code() -> None:
+    """The page's records.js is a copy of tests/js/records.mjs, which the Node interop
+    tests check against Python collections. A copy, not an import: each bundles the
+    yjs of its own npm tree (two Yjs instances in one bundle break its types)."""
+    page = (EXAMPLE / "web" / "records.js").read_bytes()
+    tested = (ROOT / "tests" / "js" / "records.mjs").read_bytes()
+    assert page == tested, "examples/inspections/web/records.js differs from tests/js/records.mjs"
+
+
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's Chromium. Skips without it, but fails in CI, which must run this test."""

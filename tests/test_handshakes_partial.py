@@ -86,7 +86,8 @@ async def test_stalled_requests_count_make_room_and_end_at_the_deadline(
     async with Relay(f"sqlite:///{tmp_path}/relay.db", port=0, limits=limits) as relay:
         started = time.monotonic()
         async with _stalled(relay.port, PARTIAL[partial], 8) as readers:
-            await asyncio.sleep(0)  # the relay has them all: the next one is over the limit
+            # The listener accepts in the order connections arrived: when the probe is
+            # accepted the relay has all of them, and the probe is over the limit.
             figures = await _health(relay.port)  # refused without room made for it
             assert figures["handshakes"] == 8  # counted, the probe's own included
             replica.open(D)

@@ -168,11 +168,16 @@ async def test_evicted_and_removed_documents_come_back_online(tmp_path: Path, re
         await replica.disconnect()
 
 
-async def test_reset_is_the_way_out_of_a_refused_document(tmp_path: Path) -> None:
+def _writer_and_reader() -> tuple[KeyRing, str, str]:
+    """Keys, and a token that may write every document and one that may only read."""
     keys = KeyRing()
     keys.add_secret("k", "s" * 32)
     writer = issue_token(keys, "writer", ["*:rw"], 600)
-    reader = issue_token(keys, "reader", ["*:r"], 600)
+    return keys, writer, issue_token(keys, "reader", ["*:r"], 600)
+
+
+async def test_reset_is_the_way_out_of_a_refused_document(tmp_path: Path) -> None:
+    keys, writer, reader = _writer_and_reader()
     async with Relay(
         f"sqlite:///{tmp_path}/relay.db", port=0, authenticate=authenticator(keys)
     ) as relay:
@@ -209,10 +214,7 @@ async def test_a_records_collection_after_reset_and_remove(tmp_path: Path) -> No
     """reset() of a refused collection, then records() again: a live collection with
     the relay's records (not the dropped one, whose writes said "replica closed");
     the same after remove()."""
-    keys = KeyRing()
-    keys.add_secret("k", "s" * 32)
-    writer = issue_token(keys, "writer", ["*:rw"], 600)
-    reader = issue_token(keys, "reader", ["*:r"], 600)
+    keys, writer, reader = _writer_and_reader()
     async with Relay(
         f"sqlite:///{tmp_path}/relay.db", port=0, authenticate=authenticator(keys)
     ) as relay:

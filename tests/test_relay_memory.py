@@ -85,11 +85,12 @@ async def test_an_idle_connection_holds_no_task_of_its_own_nor_its_headers(relay
 
 async def test_on_demand_runs_its_step_once_per_set_and_only_while_there_is_work() -> None:
     runs: list[int] = []
-    gate = asyncio.Event()
+    gate, entered = asyncio.Event(), asyncio.Event()
     stop_after = 3
 
     async def step() -> bool:
         runs.append(len(runs))
+        entered.set()
         await gate.wait()
         return len(runs) >= stop_after
 
@@ -97,7 +98,7 @@ async def test_on_demand_runs_its_step_once_per_set_and_only_while_there_is_work
     await work.join()  # nothing to wait for
     work.set()
     work.set()  # before it runs: still one run
-    await asyncio.sleep(0)
+    await entered.wait()
     assert runs == [0]
     work.set()  # during the run: one more afterwards
     work.set()

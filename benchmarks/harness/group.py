@@ -19,7 +19,15 @@ from typing import Any, TypeVar
 
 from .machine import machine_info
 
-__all__ = ["envelope", "now_iso", "publish", "run_in_tmpdir", "run_repeated", "write_results"]
+__all__ = [
+    "envelope",
+    "now_iso",
+    "publish",
+    "run_by_hand",
+    "run_in_tmpdir",
+    "run_repeated",
+    "write_results",
+]
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -117,3 +125,21 @@ def run_in_tmpdir(
     }
     publish(results_dir, data, render(data))
     return bool(result["status"] == "ok")
+
+
+def run_by_hand(
+    group: str,
+    params: Any,
+    run_once: Callable[[Any, Path], dict[str, Any]],
+    out: Path | None,
+    shown: Callable[[dict[str, Any]], dict[str, Any]] = lambda result: result,
+) -> int:
+    """One run of a group from its own command line (``python -m benchmarks.<group>``):
+    ``run_once(params, temporary directory)``, its JSON written to ``out`` (if given)
+    and ``shown(result)`` printed on stderr. The exit status: 0 if it is ``ok``."""
+    with tempfile.TemporaryDirectory(prefix=f"crdtsync-{group}-run-") as tmp:
+        result = run_once(params, Path(tmp))
+    if out is not None:
+        out.write_text(json.dumps(result, indent=2), encoding="utf-8")
+    print(json.dumps(shown(result)), file=sys.stderr)
+    return 0 if result["status"] == "ok" else 1

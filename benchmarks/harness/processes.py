@@ -13,6 +13,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from .placement import pin, pinning_preexec
 __all__ = [
     "LineReader",
     "WorkerProcess",
+    "free_port",
     "output_tail",
     "run_command",
     "run_module",
@@ -83,6 +85,14 @@ def run_worker(module: str, *args: str, timeout: float | None = None) -> dict[st
     if done.returncode != 0:
         raise RuntimeError(f"worker failed ({done.returncode}): {output_tail(done.stderr, 3)}")
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free now (for a server process told its port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
 
 
 def output_tail(text: str, lines: int = 5) -> str:

@@ -8,10 +8,10 @@ import argparse
 import asyncio
 import json
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..harness.group import run_by_hand
 from .group import Params, run_once
 from .worker import cold_start, create_store, prefetch, seed_relay
 
@@ -39,12 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     params = Params("quick", documents=args.documents, big_mb=args.big_mb)
-    with tempfile.TemporaryDirectory(prefix="crdtsync-offline-run-") as tmp:
-        result = run_once(params, Path(tmp))
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(json.dumps(result), file=sys.stderr)
-    return 0 if result["status"] == "ok" else 1
+    return run_by_hand("offline", params, run_once, args.out)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,6 @@ prefetches; the report and ``results/offline.json``."""
 
 from __future__ import annotations
 
-import json
-import socket
 import subprocess
 import sys
 import tempfile
@@ -15,7 +13,7 @@ from typing import Any
 
 from .. import PROJECT_DIR, Mode, RunOptions
 from ..harness.group import envelope, now_iso, publish, run_repeated
-from ..harness.processes import LineReader, output_tail, run_module, spawn, stop_process
+from ..harness.processes import LineReader, free_port, run_worker, spawn, stop_process
 from .report import render_markdown
 
 __all__ = ["GROUP", "Params", "run", "run_once"]
@@ -40,21 +38,11 @@ class Params:
 
 
 def _worker(*arguments: str) -> dict[str, Any]:
-    done = run_module("benchmarks.offline", "--worker", *arguments, timeout=WORKER_TIMEOUT_S)
-    if done.returncode != 0:
-        raise RuntimeError(f"worker failed ({done.returncode}): {output_tail(done.stderr, 3)}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
+    return run_worker("benchmarks.offline", *arguments, timeout=WORKER_TIMEOUT_S)
 
 
 def _relay(store: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+    port = free_port()
     command: Sequence[str] = [
         sys.executable, "-m", "relay", "--port", str(port), "--store", store,
         "--log-level", "WARNING",

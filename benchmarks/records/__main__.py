@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..harness.group import run_by_hand
 from .group import Params, run_once
 from .worker import create, reopen
 
@@ -36,12 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(reopen(Path(path), args.cursor)))
         return 0
     params = Params("quick", records=args.records, ops=args.ops)
-    with tempfile.TemporaryDirectory(prefix="crdtsync-records-run-") as tmp:
-        result = run_once(params, Path(tmp))
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(json.dumps(result), file=sys.stderr)
-    return 0 if result["status"] == "ok" else 1
+    return run_by_hand("records", params, run_once, args.out)
 
 
 if __name__ == "__main__":

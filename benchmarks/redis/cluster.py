@@ -11,13 +11,12 @@ is kept so the report can split it.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..harness.processes import LineReader, spawn, stop_process, tail
+from ..harness.processes import LineReader, free_port, spawn, stop_process, tail
 from ..harness.procfs import process_cpu_s, process_status_mb
 from ..peers import NODE_DIR
 from ..servers import SERVERS, ServerInfo, ServerProcess
@@ -108,20 +107,13 @@ def redis_missing() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class RedisProcess:
     """A private redis-server for one run."""
 
     def __init__(self, work: Path, cpus: Sequence[int] | None) -> None:
         self.work = work
         self.cpus = cpus
-        self.port = _free_port()
+        self.port = free_port()
         self.log = work / "redis.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

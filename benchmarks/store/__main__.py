@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from ..harness.group import run_by_hand
 from .group import Params, run_once
 from .worker import create, reopen
 
@@ -31,12 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(reopen(Path(path), args.documents)))
         return 0
     params = Params("quick", documents=args.documents, edits=args.edits)
-    with tempfile.TemporaryDirectory(prefix="crdtsync-store-run-") as tmp:
-        result = run_once(params, Path(tmp))
-    if args.out is not None:
-        args.out.write_text(json.dumps(result, indent=2), encoding="utf-8")
-    print(json.dumps({k: v for k, v in result.items() if k != "reopens"}), file=sys.stderr)
-    return 0 if result["status"] == "ok" else 1
+    return run_by_hand("store", params, run_once, args.out, _without_reopens)
+
+
+def _without_reopens(result: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in result.items() if key != "reopens"}
 
 
 if __name__ == "__main__":
